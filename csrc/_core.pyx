@@ -1,0 +1,163 @@
+# cython: language_level=3
+"""Compiled core of pulsehpg: a thin layer over the C event loop in engine.h.
+
+Arguments are checked by the Python layer (pulsehpg.cohort) with the GIL; the
+loops here run without it, over patients, on ``threads`` OpenMP threads.
+"""
+from libc.stdint cimport uint64_t
+from cython.parallel cimport prange
+
+cdef extern from "engine.h" nogil:
+    enum:
+        PH_NS
+        PH_NP
+        PH_NI
+        PH_ND
+        PH_NO
+        PH_MAX_LEVELS
+    ctypedef struct ph_cohort:
+        double *y
+        const double *p
+        const double *d
+        const double *u
+        const double *etab
+        double *next_pulse
+        double *since
+        const uint64_t *key
+        uint64_t *ctr
+        double *pump_next
+        const double *pump_dose
+        const double *pump_interval
+        long *n_pulses
+        long *n_steps
+        int deterministic
+        int n_levels
+        double h0
+        double growth
+    void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
+    int ph_advance_one(const ph_cohort *c, int i, double t0, double t1,
+                       const double *samples, int ns, double *out) noexcept
+    void ph_first_pulse(const ph_cohort *c, int i, double t) noexcept
+    void ph_outputs(const double *y, const double *p, const double *d, const double *u,
+                    double *o) noexcept
+    void ph_dose(double *y, const double *p, const double *d, int drug, double amount) noexcept
+    uint64_t ph_mix64(uint64_t z) noexcept
+    double ph_normal(uint64_t key, uint64_t *ctr) noexcept
+
+NS = PH_NS
+NP = PH_NP
+NI = PH_NI
+ND = PH_ND
+NO = PH_NO
+MAX_LEVELS = PH_MAX_LEVELS
+
+
+def prepare(const double[:, ::1] p, double[:, ::1] d, double[:, :, :, ::1] etab,
+            double h0, int threads=1):
+    """Fill derived quantities and ladder exponentials for every patient."""
+    cdef Py_ssize_t i, n = p.shape[0]
+    cdef int nl = etab.shape[1]
+    with nogil:
+        for i in prange(n, num_threads=threads, schedule="static"):
+            ph_prepare(&p[i, 0], &d[i, 0], &etab[i, 0, 0, 0], h0, nl)
+
+
+cdef class Engine:
+    """Views on a cohort's arrays, held while it advances (owned by pulsehpg.Cohort)."""
+    cdef ph_cohort c
+    cdef Py_ssize_t n
+    cdef object _keep
+
+    def __init__(self, double[:, ::1] y, const double[:, ::1] p, const double[:, ::1] d,
+                 const double[:, ::1] u, const double[:, :, :, ::1] etab,
+                 double[::1] next_pulse, double[::1] since, const uint64_t[::1] key,
+                 uint64_t[::1] ctr, double[:, ::1] pump_next, const double[:, ::1] pump_dose,
+                 const double[:, ::1] pump_interval, long[::1] n_pulses, long[::1] n_steps,
+                 bint deterministic, double h0, double growth):
+        self._keep = (y, p, d, u, etab, next_pulse, since, key, ctr, pump_next, pump_dose,
+                      pump_interval, n_pulses, n_steps)
+        self.n = y.shape[0]
+        self.c.y = &y[0, 0]
+        self.c.p = &p[0, 0]
+        self.c.d = &d[0, 0]
+        self.c.u = &u[0, 0]
+        self.c.etab = &etab[0, 0, 0, 0]
+        self.c.next_pulse = &next_pulse[0]
+        self.c.since = &since[0]
+        self.c.key = &key[0]
+        self.c.ctr = &ctr[0]
+        self.c.pump_next = &pump_next[0, 0]
+        self.c.pump_dose = &pump_dose[0, 0]
+        self.c.pump_interval = &pump_interval[0, 0]
+        self.c.n_pulses = &n_pulses[0]
+        self.c.n_steps = &n_steps[0]
+        self.c.deterministic = deterministic
+        self.c.n_levels = etab.shape[1]
+        self.c.h0 = h0
+        self.c.growth = growth
+
+    def first_pulse(self, double t):
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.n):
+                ph_first_pulse(&self.c, i, t)
+
+    def advance(self, double t0, double t1, const double[::1] samples, double[:, :, ::1] out,
+                int threads=1):
+        """Advance every patient from t0 to t1; observables at samples go to out[i, k, :].
+
+        Returns the number of patients whose state became non-finite.
+        """
+        cdef Py_ssize_t i
+        cdef int ns = samples.shape[0]
+        cdef int bad = 0
+        cdef const double *sp = &samples[0] if ns > 0 else NULL
+        cdef double *op
+        with nogil:
+            for i in prange(self.n, num_threads=threads, schedule="dynamic", chunksize=4):
+                op = &out[i, 0, 0] if ns > 0 else NULL
+                if ph_advance_one(&self.c, i, t0, t1, sp, ns, op) != 0:
+                    bad += 1
+        return bad
+
+    def observe(self, double[:, ::1] out):
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.n):
+                ph_outputs(self.c.y + i * PH_NS, self.c.p + i * PH_NP, self.c.d + i * PH_ND,
+                           self.c.u + i * PH_NI, &out[i, 0])
+
+    def dose(self, int drug, const double[::1] amount):
+        """Give amount[i] of a drug to every patient i with amount[i] > 0."""
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.n):
+                if amount[i] > 0.0:
+                    ph_dose(self.c.y + i * PH_NS, self.c.p + i * PH_NP, self.c.d + i * PH_ND,
+                            drug, amount[i])
+
+
+def patient_keys(uint64_t root, const long[::1] index):
+    """Random-stream keys of patients: a hash of the root key and the patient index."""
+    import numpy as np
+    out = np.empty(index.shape[0], dtype=np.uint64)
+    cdef uint64_t[::1] o = out
+    cdef Py_ssize_t i
+    for i in range(index.shape[0]):
+        o[i] = ph_mix64(root ^ ph_mix64(<uint64_t>index[i] + 1))
+    return out
+
+
+def normals(const uint64_t[::1] key, int n, uint64_t stream):
+    """n standard normals per patient from a side stream of its key (for variability)."""
+    import numpy as np
+    out = np.empty((key.shape[0], n), dtype=np.float64)
+    cdef double[:, ::1] o = out
+    cdef Py_ssize_t i, j
+    cdef uint64_t k, ctr
+    for i in range(key.shape[0]):
+        k = ph_mix64(key[i] ^ ph_mix64(stream))
+        ctr = 0
+        for j in range(n):
+            o[i, j] = ph_normal(k, &ctr)
+    return out

@@ -1,0 +1,9 @@
+"""pulsehpg: the male hypothalamic-pituitary-gonadal axis, pulse by pulse, for cohorts."""
+
+from .cohort import DRUG_NAMES, OBSERVABLES, Cohort, Numerics
+from .params import REGISTRY
+from .phenotypes import PHENOTYPES
+
+__version__ = "0.1.0"
+__all__ = ["Cohort", "Numerics", "DRUG_NAMES", "OBSERVABLES", "PHENOTYPES", "REGISTRY",
+           "__version__"]

@@ -1,0 +1,341 @@
+"""Generate executable forms of :mod:`pulsehpg.model`.
+
+* :func:`c_header` writes ``csrc/model_gen.h``, the right-hand side the compiled
+  core integrates (run ``python -m pulsehpg.codegen`` after editing the model; a
+  test fails when the committed header is stale).
+* :func:`python_functions` builds the same functions as plain Python for the
+  SciPy reference.
+
+Parameters whose value depends on nothing but other parameters (clearances,
+stage transit rates) are evaluated once per patient into a "derived" vector.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import model
+from .params import BY_SYMBOL, REGISTRY
+
+__all__ = ["Layout", "LAYOUT", "c_header", "python_functions", "write_header"]
+
+_FUNCS_C = {"exp": "exp", "log": "log", "sqrt": "sqrt", "pos": "ph_pos"}
+_FUNCS_PY = {"exp": "_exp", "log": "_log", "sqrt": "_sqrt", "pos": "_pos"}
+
+
+def _names(expr: str) -> set[str]:
+    tree = ast.parse(expr, mode="eval")
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - called
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Indices of everything the core and the reference address by position."""
+
+    states: tuple[str, ...]
+    params: tuple[str, ...]  # symbols, registry order
+    inputs: tuple[str, ...]  # inf_<drug>, DRUGS order
+    derived: tuple[model.Var, ...]  # param-only vars (clearances come first, unnamed)
+    dynamic: tuple[model.Var, ...]  # vars that depend on the state
+    outputs: tuple[str, ...]
+
+    @property
+    def n_derived(self) -> int:
+        return len(self.states) + len(self.derived)
+
+    def state_index(self, name: str) -> int:
+        return self.states.index(name)
+
+    def param_index(self, sym: str) -> int:
+        return self.params.index(sym)
+
+
+def _build_layout() -> Layout:
+    states = tuple(s.name for s in model.STATES)
+    params = tuple(p.sym for p in REGISTRY)
+    inputs = tuple(f"inf_{d.name}" for d in model.DRUGS)
+    param_like = set(params) | {"LN2"}
+    derived, dynamic = [], []
+    for v in model.VARS:
+        if _names(v.expr) <= param_like:
+            derived.append(v)
+            param_like.add(v.name)
+        else:
+            dynamic.append(v)
+    known = set(params) | set(states) | set(inputs) | {"LN2"} | {v.name for v in model.VARS}
+    for s in model.STATES:
+        for e in (s.rate, s.clearance):
+            unknown = _names(e) - known
+            if unknown:
+                raise ValueError(f"state {s.name}: unknown names {sorted(unknown)}")
+        if not _names(s.clearance) <= param_like:
+            raise ValueError(f"state {s.name}: clearance must depend on parameters only")
+    return Layout(states, params, inputs, tuple(derived), tuple(dynamic),
+                  tuple(o.name for o in model.OUTPUTS))
+
+
+LAYOUT = _build_layout()
+
+
+class _Emitter(ast.NodeVisitor):
+    """Translate a Python-syntax expression into C or Python source."""
+
+    def __init__(self, lang: str):
+        self.lang = lang
+
+    def emit(self, expr: str) -> str:
+        return self.visit(ast.parse(expr, mode="eval").body)
+
+    def visit_BinOp(self, node):
+        a, b = self.visit(node.left), self.visit(node.right)
+        if isinstance(node.op, ast.Pow):
+            exp = node.right
+            if isinstance(exp, ast.Name) and exp.id in BY_SYMBOL and BY_SYMBOL[exp.id].structural:
+                exp = ast.Constant(BY_SYMBOL[exp.id].default)
+            if isinstance(exp, ast.Constant) and float(exp.value).is_integer() and 1 <= exp.value <= 8:
+                return "(" + " * ".join([f"({a})"] * int(exp.value)) + ")"
+            return f"pow({a}, {b})" if self.lang == "c" else f"(({a}) ** ({b}))"
+        op = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}[type(node.op)]
+        return f"({a} {op} {b})"
+
+    def visit_UnaryOp(self, node):
+        if isinstance(node.op, ast.USub):
+            return f"(-{self.visit(node.operand)})"
+        raise ValueError("unsupported unary operator")
+
+    def visit_Call(self, node):
+        table = _FUNCS_C if self.lang == "c" else _FUNCS_PY
+        args = ", ".join(self.visit(a) for a in node.args)
+        return f"{table[node.func.id]}({args})"
+
+    def visit_Name(self, node):
+        if node.id == "LN2":
+            return "PH_LN2" if self.lang == "c" else "_LN2"
+        p = BY_SYMBOL.get(node.id)
+        if p is not None and p.structural:
+            return repr(float(p.default))
+        return node.id
+
+    def visit_Constant(self, node):
+        return repr(float(node.value))
+
+    def generic_visit(self, node):
+        raise ValueError(f"unsupported syntax in model expression: {ast.dump(node)}")
+
+
+def _slow_factor(state: model.State) -> str:
+    return " * accel" if state.slow else ""
+
+
+def _body(lang: str) -> dict[str, list[str]]:
+    """Statement lists (language-neutral shape) for each generated function."""
+    em = _Emitter(lang)
+    L = LAYOUT
+    decl = "const double " if lang == "c" else ""
+    end = ";" if lang == "c" else ""
+    out: dict[str, list[str]] = {}
+
+    def unpack_params(used: set[str]) -> list[str]:
+        return [f"{decl}{s} = p[{i}]{end}" for i, s in enumerate(L.params)
+                if s in used and not BY_SYMBOL[s].structural]
+
+    def unpack_derived(used: set[str]) -> list[str]:
+        return [f"{decl}{v.name} = d[{len(L.states) + j}]{end}"
+                for j, v in enumerate(L.derived) if v.name in used]
+
+    def unpack_states(used: set[str]) -> list[str]:
+        return [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states) if s in used]
+
+    def unpack_inputs(used: set[str]) -> list[str]:
+        return [f"{decl}{s} = u[{i}]{end}" for i, s in enumerate(L.inputs) if s in used]
+
+    def closure(exprs: list[str], vars_: tuple[model.Var, ...]) -> tuple[set[str], list[model.Var]]:
+        """Names used by exprs, pulling in the dynamic vars they need, in order."""
+        used = set().union(*(_names(e) for e in exprs)) if exprs else set()
+        needed = []
+        for v in reversed(vars_):
+            if v.name in used:
+                needed.append(v)
+                used |= _names(v.expr)
+        return used, list(reversed(needed))
+
+    # derived: clearances then param-only vars
+    lines = []
+    d_used = set().union(*(_names(v.expr) for v in L.derived))
+    d_used |= set().union(*(_names(s.clearance) for s in model.STATES)) | {"accel"}
+    lines += unpack_params(d_used)
+    for j, v in enumerate(L.derived):
+        lines.append(f"{decl}{v.name} = {em.emit(v.expr)}{end}")
+        lines.append(f"d[{len(L.states) + j}] = {v.name}{end}")
+    for i, s in enumerate(model.STATES):
+        lines.append(f"d[{i}] = ({em.emit(s.clearance)}){_slow_factor(s)}{end}")
+    out["derived"] = lines
+
+    # rate (without clearance)
+    rates = [s.rate for s in model.STATES]
+    used, needed = closure(rates, L.dynamic)
+    used |= {"accel"}
+    lines = unpack_params(used) + unpack_derived(used) + unpack_states(used) + unpack_inputs(used)
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
+    for i, s in enumerate(model.STATES):
+        lines.append(f"r[{i}] = ({em.emit(s.rate)}){_slow_factor(s)}{end}")
+    out["rate"] = lines
+
+    # pulse generator: mean interval and mass, shape and CV
+    pg = model.PULSE
+    exprs = [pg.interval_mean, pg.mass_mean, pg.interval_shape, pg.mass_cv]
+    used, needed = closure(exprs, L.dynamic)
+    lines = unpack_params(used) + unpack_derived(used) + unpack_states(used)
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
+    lines += [f"g[{k}] = {em.emit(e)}{end}" for k, e in enumerate(exprs)]
+    out["pulse"] = lines
+
+    # apply a pulse of given mass
+    exprs = [e for _, e in pg.effects] + [e for _, e in pg.counts]
+    used, needed = closure(exprs, L.dynamic)
+    lines = unpack_params(used) + unpack_derived(used)
+    for st, e in pg.effects:
+        lines.append(f"y[{L.state_index(st)}] += ({em.emit(e)}) * mass{end}")
+    for st, e in pg.counts:
+        lines.append(f"y[{L.state_index(st)}] += {em.emit(e)}{end}")
+    out["apply_pulse"] = lines
+    out["marker"] = [f"y[{L.state_index(st)}] += {em.emit(e)}{end}" for st, e in pg.counts]
+    out["marker_used"] = sorted(set().union(*(_names(e) for _, e in pg.counts)))
+
+    # outputs
+    exprs = [o.expr for o in model.OUTPUTS]
+    vars_all = L.dynamic + model.OUTPUT_VARS
+    used, needed = closure(exprs, vars_all)
+    lines = unpack_params(used) + unpack_derived(used) + unpack_states(used) + unpack_inputs(used)
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
+    lines += [f"o[{k}] = {em.emit(o.expr)}{end}" for k, o in enumerate(model.OUTPUTS)]
+    out["outputs"] = lines
+    return out
+
+
+def _ident(name: str) -> str:
+    return name.upper()
+
+
+def c_header() -> str:
+    L = LAYOUT
+    b = _body("c")
+    h = [
+        "/* Generated by `python -m pulsehpg.codegen` from pulsehpg/model.py. Do not edit. */",
+        "#ifndef PULSEHPG_MODEL_GEN_H",
+        "#define PULSEHPG_MODEL_GEN_H",
+        "#include <math.h>",
+        "",
+        f"#define PH_NS {len(L.states)}  /* states */",
+        f"#define PH_NP {len(L.params)}  /* parameters */",
+        f"#define PH_NI {len(L.inputs)}  /* drugs (infusion inputs) */",
+        f"#define PH_ND {L.n_derived}  /* derived: clearances, then param-only quantities */",
+        f"#define PH_NO {len(L.outputs)}  /* observables */",
+        "#define PH_LN2 0.69314718055994530942",
+        "",
+    ]
+    for i, s in enumerate(L.states):
+        h.append(f"#define PH_S_{_ident(s)} {i}")
+    for i, s in enumerate(L.params):
+        h.append(f"#define PH_P_{_ident(s)} {i}")
+    h.append("")
+    h.append("static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }")
+    h.append("")
+
+    def fn(sig, lines):
+        h.append(sig + " {")
+        h.extend("    " + ln for ln in lines)
+        h.append("}")
+        h.append("")
+
+    fn("static inline void ph_derived(const double *restrict p, double *restrict d)", b["derived"])
+    fn("static inline void ph_rate(const double *restrict y, const double *restrict p, "
+       "const double *restrict d, const double *restrict u, double *restrict r)", b["rate"])
+    fn("static inline void ph_pulse_law(const double *restrict y, const double *restrict p, "
+       "const double *restrict d, double *restrict g)", b["pulse"])
+    fn("static inline void ph_apply_pulse(double *restrict y, const double *restrict p, "
+       "const double *restrict d, double mass)", ["(void)p; (void)d;"] + b["apply_pulse"])
+    fn("static inline void ph_outputs(const double *restrict y, const double *restrict p, "
+       "const double *restrict d, const double *restrict u, double *restrict o)",
+       ["(void)u;"] + b["outputs"])
+    # doses
+    em = _Emitter("c")
+    dose_used = set().union(*(_names(f) for dr in model.DRUGS for _, f in dr.targets))
+    dose_used |= set().union(*(_names(e) for _, e in model.PULSE.counts))
+    lines = ["(void)d;"]
+    lines += [f"const double {s} = p[{i}];" for i, s in enumerate(L.params)
+              if s in dose_used and not BY_SYMBOL[s].structural]
+    lines.append("switch (drug) {")
+    for j, dr in enumerate(model.DRUGS):
+        lines.append(f"case {j}: /* {dr.name} */")
+        for st, f in dr.targets:
+            lines.append(f"    y[{L.state_index(st)}] += ({em.emit(f)}) * amount;")
+        if dr.marks_pulse:
+            for st, e in model.PULSE.counts:
+                lines.append(f"    y[{L.state_index(st)}] += {em.emit(e)};")
+        lines.append("    break;")
+    lines.append("default: break;")
+    lines.append("}")
+    fn("static inline void ph_dose(double *restrict y, const double *restrict p, "
+       "const double *restrict d, int drug, double amount)", lines)
+    fast = ", ".join("1" if dr.fast else "0" for dr in model.DRUGS)
+    h.append(f"static const int PH_DRUG_FAST[PH_NI] = {{{fast}}};")
+    h.append("")
+    h.append("#endif")
+    return "\n".join(h) + "\n"
+
+
+def python_functions() -> dict:
+    """Plain-Python versions of derived, rate, pulse law, apply-pulse, outputs and dose."""
+    L = LAYOUT
+    b = _body("py")
+    src = []
+
+    def fn(sig, lines):
+        src.append(f"def {sig}:")
+        src.extend("    " + ln for ln in lines)
+        src.append("")
+
+    fn("derived(p, d)", b["derived"])
+    fn("rate(y, p, d, u, r)", b["rate"])
+    fn("pulse_law(y, p, d, g)", b["pulse"])
+    fn("apply_pulse(y, p, d, mass)", b["apply_pulse"] + ["return None"])
+    fn("outputs(y, p, d, u, o)", b["outputs"])
+    ns = {"_exp": math.exp, "_log": math.log, "_sqrt": math.sqrt,
+          "_pos": lambda x: x if x > 0.0 else 0.0, "_LN2": math.log(2.0)}
+    exec(compile("\n".join(src), "<pulsehpg.model>", "exec"), ns)  # noqa: S102 - generated from the model
+
+    em = _Emitter("py")
+    targets = []
+    for dr in model.DRUGS:
+        ts = tuple((L.state_index(st), em.emit(f)) for st, f in dr.targets)
+        targets.append(ts)
+    marker = [(L.state_index(st), e) for st, e in model.PULSE.counts]
+
+    def dose(y, p, drug, amount):
+        env = {s: p[i] for i, s in enumerate(L.params)}
+        env.update(ns)
+        for idx, f in targets[drug]:
+            y[idx] += eval(f, env) * amount  # noqa: S307 - expression from the model
+        if model.DRUGS[drug].marks_pulse:
+            for idx, e in marker:
+                y[idx] += eval(e, env)  # noqa: S307
+
+    return {k: ns[k] for k in ("derived", "rate", "pulse_law", "apply_pulse", "outputs")} | {
+        "dose": dose}
+
+
+HEADER_PATH = Path(__file__).resolve().parent.parent / "csrc" / "model_gen.h"
+
+
+def write_header(path: Path = HEADER_PATH) -> Path:
+    path.write_text(c_header())
+    return path
+
+
+if __name__ == "__main__":
+    print(write_header())

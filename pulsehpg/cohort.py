@@ -1,0 +1,358 @@
+"""A cohort of virtual patients advanced together by the compiled core.
+
+Arguments are validated here, with the GIL, and errors name the argument, the
+value and what is allowed; the simulation itself runs in :mod:`pulsehpg._core`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core, model
+from .params import REGISTRY, lookup
+from .phenotypes import get_phenotype
+from .units import parse_duration
+
+__all__ = ["Cohort", "Numerics", "DRUG_NAMES", "OBSERVABLES", "root_key"]
+
+DRUG_NAMES = tuple(d.name for d in model.DRUGS)
+OBSERVABLES = tuple(o.name for o in model.OUTPUTS)
+UNITS = {o.name: o.unit for o in model.OUTPUTS}
+_P_INDEX = {p.name: i for i, p in enumerate(REGISTRY)}
+_FACTORS = np.array([p.core_factor for p in REGISTRY])
+_ACCEL = _P_INDEX["numerics.slow_acceleration"]
+_GNRH_ON = _P_INDEX["hypothalamus.gnrh_present"]
+_VARIABILITY_STREAM = 1
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """Step ladder of the integrator and the equilibration of new cohorts.
+
+    The defaults keep the core within 1e-4 of a tight reference integration
+    (tests/test_reference.py); ``h0`` and ``growth`` trade accuracy for speed.
+    """
+
+    h0: float = 1.0 / 60.0  # smallest step, hours
+    growth: float = 1.0  # step <= growth * time since the last pulse
+    levels: int = 6  # ladder levels: h0 * 2**(levels-1) is the largest step
+    burn_in_days: float = 30.0  # equilibration with slow states sped up
+    burn_in_accel: float = 20.0
+    settle_days: float = 3.0  # then at normal speed
+
+    def __post_init__(self):
+        if not (0 < self.h0 <= 1) or not (0 < self.growth <= 8):
+            raise ValueError(f"numerics: h0 must be in (0, 1] h and growth in (0, 8], got {self}")
+        if not (1 <= self.levels <= _core.MAX_LEVELS):
+            raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
+
+
+def root_key(seed) -> int:
+    """64-bit root key from an int seed or a numpy SeedSequence."""
+    if isinstance(seed, np.random.SeedSequence):
+        ss = seed
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer or SeedSequence, got {seed!r}")
+        ss = np.random.SeedSequence(int(seed))
+    return int(ss.generate_state(1, dtype=np.uint64)[0])
+
+
+def _as_patient_array(name: str, value, n: int, *, allow_negative=False) -> np.ndarray:
+    arr = np.asarray(value, dtype=float) if not isinstance(value, str) else None
+    if arr is None or arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
+        raise ValueError(f"{name}: expected a number or an array of length {n} "
+                         f"(one per patient), got {value!r:.80}")
+    arr = np.broadcast_to(arr, (n,)).astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: values must be finite, got {value!r:.80}")
+    if not allow_negative and np.any(arr < 0):
+        raise ValueError(f"{name}: values must be >= 0, got {value!r:.80}")
+    return arr
+
+
+class Cohort:
+    """N virtual patients, as arrays, advanced together in time.
+
+    Parameters
+    ----------
+    n : int
+        Number of patients (or give ``patients``).
+    phenotype : str
+        One of :data:`pulsehpg.phenotypes.PHENOTYPES`.
+    seed : int or numpy.random.SeedSequence
+        Root of every patient's random stream.
+    patients : array of int, optional
+        Patient indices (default ``arange(n)``). Patient k of a seed is the same
+        patient whichever cohort or batch it is simulated in.
+    params : dict, optional
+        Parameter values by dotted name (scalar or one per patient), in the
+        registry's units; they replace defaults, phenotype and variability.
+    variability : bool or dict
+        True: log-normal between-patient multipliers with the registry's CVs;
+        False: none; a dict name -> CV changes some CVs.
+    deterministic : bool
+        Noise off: mean interpulse intervals and masses, no variability.
+    threads : int
+        OpenMP threads used to advance patients.
+    """
+
+    def __init__(self, n: int | None = None, phenotype: str = "eugonadal", seed=0, *,
+                 patients=None, params: dict | None = None, variability=True,
+                 deterministic: bool = False, threads: int = 1,
+                 numerics: Numerics | None = None, equilibrate: bool = True):
+        if patients is None:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ValueError(f"n: expected a positive number of patients, got {n!r}")
+            patients = np.arange(int(n))
+        patients = np.asarray(patients)
+        if patients.ndim != 1 or patients.size == 0 or not np.issubdtype(patients.dtype, np.integer) \
+                or np.any(patients < 0):
+            raise ValueError("patients: expected a non-empty 1-D array of non-negative integers")
+        if n is not None and n != patients.size:
+            raise ValueError(f"n: {n} does not match len(patients) = {patients.size}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+        self.n = int(patients.size)
+        self.phenotype = get_phenotype(phenotype)
+        self.deterministic = bool(deterministic)
+        self.threads = int(threads)
+        self.numerics = numerics or Numerics()
+        self.patients = patients.astype(np.int64)
+        self._root = root_key(seed)
+        self.keys = _core.patient_keys(np.uint64(self._root), self.patients)
+        self.params = self._build_params(params or {}, variability)
+        n, nl = self.n, self.numerics.levels
+        self._y = np.tile(np.array([s.init for s in model.STATES]), (n, 1))
+        self._p = np.ascontiguousarray(self.params * _FACTORS)
+        self._d = np.zeros((n, _core.ND))
+        self._u = np.zeros((n, _core.NI))
+        self._etab = np.zeros((n, nl, 2, _core.NS))
+        self._next_pulse = np.zeros(n)
+        self._since = np.zeros(n)
+        self._ctr = np.zeros(n, dtype=np.uint64)
+        self._pump_next = np.zeros((n, _core.NI))
+        self._pump_dose = np.zeros((n, _core.NI))
+        self._pump_interval = np.zeros((n, _core.NI))
+        self.n_pulses = np.zeros(n, dtype=np.int_)
+        self.n_steps = np.zeros(n, dtype=np.int_)
+        self._engine = _core.Engine(
+            self._y, self._p, self._d, self._u, self._etab, self._next_pulse, self._since,
+            self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
+            self.n_pulses, self.n_steps, self.deterministic, self.numerics.h0,
+            self.numerics.growth)
+        self._t = 0.0
+        self._record_every: float | None = None
+        self._trace_t: list[np.ndarray] = []
+        self._trace_v: list[np.ndarray] = []
+        self._prepare()
+        self._engine.first_pulse(0.0)
+        if equilibrate:
+            self._equilibrate()
+
+    # -- construction -------------------------------------------------------
+    def _build_params(self, overrides: dict, variability) -> np.ndarray:
+        n = self.n
+        base = np.array([p.default for p in REGISTRY])
+        for name, f in self.phenotype.scale.items():
+            base[_P_INDEX[name]] *= f
+        for name, v in self.phenotype.set.items():
+            base[_P_INDEX[name]] = v
+        values = np.tile(base, (n, 1))
+        cvs = np.array([p.cv for p in REGISTRY])
+        if isinstance(variability, dict):
+            for name, cv in variability.items():
+                if not isinstance(cv, (int, float)) or isinstance(cv, bool) or not (0 <= cv <= 5):
+                    raise ValueError(f"variability[{name!r}]: expected a CV in [0, 5], got {cv!r}")
+                cvs[_P_INDEX[lookup(name).name]] = cv
+        elif variability is not True and variability is not False:
+            raise ValueError(f"variability: expected True, False or a dict name -> CV, "
+                             f"got {variability!r}")
+        if variability is not False and not self.deterministic and np.any(cvs > 0):
+            # One column per registry entry: a parameter's draws never depend on others' CVs.
+            z = _core.normals(self.keys, len(REGISTRY), _VARIABILITY_STREAM)
+            sigma = np.sqrt(np.log1p(cvs**2))
+            values *= np.exp(sigma * z)
+        lo = np.array([p.lower for p in REGISTRY])
+        hi = np.array([p.upper for p in REGISTRY])
+        values = np.clip(values, lo, hi)
+        for name, v in overrides.items():
+            par = lookup(name)
+            arr = _as_patient_array(f"params[{name!r}]", v, n, allow_negative=par.lower < 0)
+            if np.any(arr < par.lower) or np.any(arr > par.upper):
+                raise ValueError(f"params[{name!r}]: {v!r:.80} is outside the allowed range "
+                                 f"[{par.lower:g}, {par.upper:g}] {par.unit}")
+            values[:, _P_INDEX[par.name]] = arr
+        return np.ascontiguousarray(values)
+
+    def _prepare(self):
+        _core.prepare(self._p, self._d, self._etab, self.numerics.h0, self.threads)
+
+    def _equilibrate(self):
+        nm = self.numerics
+        self._p[:, _ACCEL] = nm.burn_in_accel
+        self._prepare()
+        burn = nm.burn_in_days * 24.0
+        self._run(0.0, burn)
+        self._p[:, _ACCEL] = 1.0
+        self._prepare()
+        settle = burn + nm.settle_days * 24.0
+        self._run(burn, settle)
+        # the simulation clock starts now
+        self._next_pulse -= settle
+        self._pump_next -= settle
+        self.n_pulses[:] = 0
+        self.n_steps[:] = 0
+
+    # -- time ---------------------------------------------------------------
+    @property
+    def t(self) -> float:
+        """Hours since the cohort's start."""
+        return self._t
+
+    def _run(self, t0: float, t1: float, samples=None) -> np.ndarray | None:
+        samples = np.zeros(0) if samples is None else np.ascontiguousarray(samples, dtype=float)
+        out = np.zeros((self.n, samples.size, _core.NO))
+        bad = self._engine.advance(t0, t1, samples, out, self.threads)
+        if bad:
+            raise FloatingPointError(
+                f"{bad} patient(s) reached a non-finite state between t={t0:g} h and "
+                f"t={t1:g} h; check doses and parameter overrides")
+        return out
+
+    def advance_to(self, t) -> None:
+        """Advance every patient to time t (hours, or a string such as '12 weeks')."""
+        t = parse_duration(t, "t")
+        if t < self._t:
+            raise ValueError(f"t: cannot go back in time from {self._t:g} h to {t:g} h")
+        samples = np.zeros(0)
+        if self._record_every is not None:
+            e = self._record_every
+            k0 = math.floor(self._t / e + 1e-9) + 1
+            k1 = math.floor(t / e + 1e-9)
+            samples = np.arange(k0, k1 + 1) * e
+        out = self._run(self._t, t, samples)
+        if samples.size:
+            self._trace_t.append(samples)
+            self._trace_v.append(out)
+        self._t = t
+
+    # -- masks and drugs ----------------------------------------------------
+    def _mask(self, mask) -> np.ndarray:
+        if mask is None:
+            return np.ones(self.n, dtype=bool)
+        m = np.asarray(mask)
+        if m.dtype != bool or m.shape != (self.n,):
+            raise ValueError(f"mask: expected a boolean array of shape ({self.n},), got "
+                             f"{'dtype ' + str(m.dtype) + ' shape ' + str(m.shape)}")
+        return m
+
+    @staticmethod
+    def _drug_index(drug: str) -> int:
+        try:
+            return DRUG_NAMES.index(drug)
+        except ValueError:
+            raise ValueError(f"drug: unknown drug {drug!r}; allowed: {', '.join(DRUG_NAMES)}") \
+                from None
+
+    def dose(self, drug: str, amount, mask=None) -> None:
+        """Give a bolus now: amount in the drug's unit (scalar or one per patient)."""
+        j = self._drug_index(drug)
+        a = _as_patient_array("amount", amount, self.n) * self._mask(mask)
+        self._engine.dose(j, np.ascontiguousarray(a))
+        if model.DRUGS[j].fast:
+            self._since[a > 0] = 0.0
+
+    def start_infusion(self, drug: str, rate, mask=None) -> None:
+        """Continuous infusion from now: rate in the drug's unit per hour."""
+        j = self._drug_index(drug)
+        r = _as_patient_array("rate", rate, self.n)
+        m = self._mask(mask)
+        self._u[m, j] = r[m]
+
+    def stop_infusion(self, drug: str, mask=None) -> None:
+        j = self._drug_index(drug)
+        self._u[self._mask(mask), j] = 0.0
+
+    def set_pump(self, drug: str, dose, interval, mask=None) -> None:
+        """Boluses of dose every interval (hours or '90 min'), the first one now."""
+        j = self._drug_index(drug)
+        a = _as_patient_array("dose", dose, self.n)
+        iv = parse_duration(interval, "interval")
+        if not (0.25 - 1e-9 <= iv <= 8.0 + 1e-9):
+            raise ValueError(f"interval: pump intervals must be between 15 min and 8 h, "
+                             f"got {interval!r}")
+        m = self._mask(mask)
+        self._pump_dose[m, j] = a[m]
+        self._pump_interval[m, j] = iv
+        self._pump_next[m, j] = self._t
+
+    def stop_pump(self, drug: str, mask=None) -> None:
+        j = self._drug_index(drug)
+        m = self._mask(mask)
+        self._pump_interval[m, j] = 0.0
+
+    def set_params(self, values: dict, mask=None) -> None:
+        """Change parameters from now on (e.g. {'testis.present': 0} for orchiectomy)."""
+        m = self._mask(mask)
+        gnrh_was_off = self._p[:, _GNRH_ON] <= 0
+        for name, v in values.items():
+            par = lookup(name)
+            arr = _as_patient_array(f"values[{name!r}]", v, self.n, allow_negative=par.lower < 0)
+            if np.any(arr[m] < par.lower) or np.any(arr[m] > par.upper):
+                raise ValueError(f"values[{name!r}]: {v!r:.80} is outside the allowed range "
+                                 f"[{par.lower:g}, {par.upper:g}] {par.unit}")
+            k = _P_INDEX[par.name]
+            self.params[m, k] = arr[m]
+            self._p[m, k] = arr[m] * _FACTORS[k]
+        self._prepare()
+        rearm = gnrh_was_off & (self._p[:, _GNRH_ON] > 0) & m
+        self._next_pulse[rearm] = self._t
+        self._next_pulse[m & (self._p[:, _GNRH_ON] <= 0)] = np.inf
+
+    def param(self, name: str) -> np.ndarray:
+        """Current per-patient values of a parameter, in registry units."""
+        return self.params[:, _P_INDEX[lookup(name).name]].copy()
+
+    # -- observation ----------------------------------------------------------
+    def observe_array(self) -> np.ndarray:
+        out = np.zeros((self.n, _core.NO))
+        self._engine.observe(out)
+        return out
+
+    def observe(self) -> dict[str, np.ndarray]:
+        """Observables now: dict name -> array over patients (units in OBSERVABLES/UNITS)."""
+        out = self.observe_array()
+        return {name: out[:, k].copy() for k, name in enumerate(OBSERVABLES)}
+
+    def record(self, every=None) -> None:
+        """Record observables every ``every`` (hours or '10 min') from now; None stops."""
+        self._record_every = None if every is None else parse_duration(every, "every")
+        if self._record_every is not None and self._record_every <= 0:
+            raise ValueError(f"every: must be a positive duration, got {every!r}")
+
+    def trace(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Recorded times (hours) and observables, each an array (patients, times)."""
+        if not self._trace_t:
+            return np.zeros(0), {k: np.zeros((self.n, 0)) for k in OBSERVABLES}
+        t = np.concatenate(self._trace_t)
+        v = np.concatenate(self._trace_v, axis=1)
+        return t, {name: v[:, :, k] for k, name in enumerate(OBSERVABLES)}
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the state matrix (patients, states); order: pulsehpg.model.STATES."""
+        return self._y.copy()
+
+    @property
+    def next_pulse(self) -> np.ndarray:
+        return self._next_pulse.copy()
+
+    def __repr__(self) -> str:
+        return (f"Cohort(n={self.n}, phenotype={self.phenotype.name!r}, t={self._t:g} h, "
+                f"deterministic={self.deterministic})")
+
+

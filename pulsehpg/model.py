@@ -1,0 +1,279 @@
+"""The model, written once: states, rate laws, events, drugs and observables.
+
+This is the one place a modeller reads and changes the physiology. The compiled
+core's right-hand side (``csrc/model_gen.h``), the SciPy reference
+(:mod:`pulsehpg.reference`) and the SBML export are all generated from it by
+:mod:`pulsehpg.codegen`.
+
+Conventions
+-----------
+* Time is in hours; parameters are used in core units (see :mod:`pulsehpg.params`).
+* Every state obeys ``dy/dt = rate - clearance * y``. ``clearance`` may depend on
+  parameters only; the core integrates it exactly (exponential integrator), so
+  fast linear kinetics (GnRH, LH, T) do not force small steps.
+* ``slow`` states change over days to months; while a new cohort is equilibrated
+  their dynamics are sped up by ``accel`` (a pure time rescaling that leaves the
+  steady state unchanged). ``accel`` is 1 during every simulation.
+* Expressions are Python syntax over parameter symbols, state names, earlier
+  ``Var`` names, infusion inputs ``inf_<drug>`` and the functions ``exp``, ``log``,
+  ``sqrt`` and ``pos`` (max(x, 0)). Powers with a literal integer exponent are
+  compiled to multiplications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "State", "Var", "Output", "Drug", "PulseGenerator", "STATES", "VARS",
+    "OUTPUTS", "DRUGS", "PULSE", "N_STAGES", "N_EPI",
+]
+
+N_STAGES = 20  # spermatogenic stages: a chain, not a single lag (Erlang transit)
+N_EPI = 3  # epididymal compartments
+DEATH_STAGES = range(5, 12)  # spermatocytes and round spermatids: hormone-dependent apoptosis
+EARLY_STAGES = range(0, 5)  # spermatogonia/early spermatocytes: seen by inhibin B
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    unit: str
+    init: float  # starting guess before equilibration
+    rate: str
+    clearance: str = "0"
+    slow: bool = False
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class Var:
+    name: str
+    expr: str
+    meaning: str = ""
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    expr: str
+    unit: str
+    meaning: str
+
+
+@dataclass(frozen=True)
+class Drug:
+    name: str
+    unit: str  # unit of a dose; infusion rates are unit/h
+    targets: tuple[tuple[str, str], ...]  # (state, bioavailability expression)
+    meaning: str
+    marks_pulse: bool = False  # a bolus counts as a GnRH pulse for frequency decoding
+    fast: bool = False  # a bolus starts fast kinetics: restart the fine step ladder
+
+
+@dataclass(frozen=True)
+class PulseGenerator:
+    interval_mean: str  # hours, evaluated at the pulse
+    mass_mean: str  # added to portal GnRH
+    interval_shape: str  # gamma shape of the interval
+    mass_cv: str  # log-normal CV of the mass
+    effects: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # state += expr * mass
+    counts: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # state += expr
+
+
+# ---------------------------------------------------------------------------
+# Algebraic quantities, in evaluation order.
+# ---------------------------------------------------------------------------
+_early = " + ".join(f"x{i}" for i in EARLY_STAGES)
+VARS: tuple[Var, ...] = (
+    # drug concentrations
+    Var("C_gon", "1000.0 * GonP / V_gon", "plasma gonadorelin, pg/mL"),
+    Var("C_clo", "1000.0 * Clo / V_clo", "clomiphene, ng/mL"),
+    Var("C_tam", "1000.0 * Tam / V_tam", "tamoxifen, ng/mL"),
+    Var("C_ana", "1000.0 * Ana / V_ana", "anastrozole, ng/mL"),
+    Var("q_serm", "C_clo / IC_clo + C_tam / IC_tam"),
+    Var("er_block", "blk_max * q_serm / (1.0 + q_serm)", "fraction of ERalpha feedback blocked"),
+    Var("ai_inh", "ai_max * C_ana / (C_ana + IC_ana)", "fraction of aromatase inhibited"),
+    # feedback signals (1 at the reference steroid levels)
+    Var("fbT", "Ts / T_ref"),
+    Var("fbE", "E2 * (1.0 - er_block) / E2_ref", "E2 seen through ERalpha"),
+    Var("fbH", "fb_sens * ((1.0 - w_E) * fbT + w_E * fbE)", "hypothalamic steroid feedback"),
+    # gonadotroph
+    Var("G_tot", "G + C_gon", "GnRH at the gonadotroph, pg/mL"),
+    Var("theta", "G_tot / (G_tot + Kd_G)", "GnRH receptor occupancy"),
+    Var("sensP", "1.0 / (1.0 + fb_sens * (aE_P * fbE + aT_P * fbT))",
+        "gonadotroph responsiveness under steroid feedback"),
+    Var("S", "theta * Ra * sensP", "GnRH receptor signal"),
+    Var("relL", "k_relL * S * PL", "LH release, IU/L/h"),
+    Var("synL", "sig_L * sensP * (b_L + (1.0 - b_L) * s / (s + K_sL))"),
+    Var("synF", "sig_F * sensP / (1.0 + aI_F * InhB / Inh_ref)"
+        " * (b_F + (1.0 - b_F) * s / (s + K_sF)) / (1.0 + z / z_F)"),
+    Var("relF", "(k_cF + k_relF * S) * PF", "FSH release, IU/L/h"),
+    Var("F_tot", "F + FSHx", "serum FSH, endogenous and drug, IU/L"),
+    # Leydig cells
+    Var("L_eq", "LHa + LHb + pot_hcg * hCG", "LH-receptor agonist, LH-equivalent IU/L"),
+    Var("phi", "L_eq / (L_eq + Kd_L)", "LH receptor occupancy"),
+    Var("sigLH", "Lr * phi", "Leydig LH receptor signal"),
+    Var("agef", "1.0 - t_age * pos(age - 40.0)", "age loss of Leydig capacity"),
+    Var("T_prod", "testis_on * T_sec * agef * Cap * St", "ITT production, nmol/L/h"),
+    Var("T_exo", "3467.0 / V_T * (LN2 / t_TE * TEd + LN2 / t_TC * TCd"
+        " + LN2 / t_gel * Gel)", "absorbed exogenous T, nmol/L/h (mg to nmol: 3467)"),
+    Var("k_itt", "LN2 / t_itt"),
+    Var("T_testis", "vr * k_itt * ITT / (LN2 / t_T)", "serum-T equivalent of testicular output"),
+    # Sertoli cells and spermatogenesis
+    Var("hF_ser", "F_tot / (F_tot + K_serF)"),
+    Var("hT_ser", "ITT / (ITT + K_serT)"),
+    Var("ser_tgt", "(b_ser + (1.0 - b_ser) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
+    Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser / (Ser + K_ssc)"),
+    Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
+    Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),
+    Var("entry", "k_st * tf * testis_on * Nssc * Ser * ITT**2 / (ITT**2 + K_eT**2)",
+        "germ-cell entry, stages/h"),
+    Var("death", "d_max * (1.0 - ITT**4 / (ITT**4 + K_dT**4))",
+        "apoptosis of hormone-dependent germ cells, 1/h"),
+    Var("early_gc", f"({_early}) / {len(EARLY_STAGES)}.0"),
+    Var("mot_tgt", "ITT / (ITT + K_mT) * ((1.0 - f_mF) + f_mF * F_tot / (F_tot + K_mF))"),
+)
+
+# ---------------------------------------------------------------------------
+# States
+# ---------------------------------------------------------------------------
+_fast = [
+    State("G", "pg/mL", 0.0, "0.0", "LN2 / t_gnrh", meaning="portal GnRH (endogenous)"),
+    State("GonSC", "ug", 0.0, "F_gon * inf_gonadorelin", "LN2 / t_gon_abs",
+          meaning="gonadorelin in the subcutaneous depot"),
+    State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
+          meaning="gonadorelin in plasma"),
+    State("Ra", "1", 1.0, "k_rec * (1.0 - theta)**2 * (1.0 - Ra) - k_des * theta * Ra + k_rec * Ra",
+          "k_rec", meaning="responsive (non-desensitized) GnRH receptor fraction; "
+          "recovery needs unbound receptor"),
+    State("s", "1", 0.1, "S / tau_s", "1.0 / tau_s",
+          meaning="integrated GnRH receptor signal (drives synthesis)"),
+    State("z", "1/h", 0.6, "0.0", "1.0 / tau_z", meaning="sensed GnRH pulse frequency"),
+    State("PL", "IU/L", 1.0, "synL - relL", "k_degL", meaning="pituitary LH pool"),
+    State("LHa", "IU/L", 2.0, "f_LHa * relL", "LN2 / t_LHa", meaning="serum LH, fast component"),
+    State("LHb", "IU/L", 2.0, "(1.0 - f_LHa) * relL", "LN2 / t_LHb",
+          meaning="serum LH, slow component"),
+    State("PF", "IU/L", 10.0, "synF - relF", "k_degF", meaning="pituitary FSH pool"),
+    State("F", "IU/L", 4.0, "relF", "LN2 / t_FSH", meaning="serum FSH (endogenous)"),
+    State("Lr", "1", 1.0, "1.0 / t_recL - k_downL * phi**4 * Lr", "1.0 / t_recL",
+          meaning="functional Leydig LH receptor fraction"),
+    State("St", "1", 0.5, "sigLH**2 / (sigLH**2 + K_st**2) / tau_st", "1.0 / tau_st",
+          meaning="steroidogenic activity (lags the LH receptor signal)"),
+    State("ITT", "nmol/L", 1200.0, "T_prod + k_itt * rho * Ts", "k_itt",
+          meaning="intratesticular testosterone"),
+    State("Ts", "nmol/L", 18.0, "vr * k_itt * ITT + T_exo", "LN2 / t_T + vr * k_itt * rho",
+          meaning="serum total testosterone"),
+    State("E2", "pg/mL", 22.0,
+          "k_ar * (1.0 - ai_inh) * (1.0 + met_ar * met)"
+          " * (Ts + f_E2t / (1.0 - f_E2t) * T_testis)", "LN2 / t_E2",
+          meaning="serum estradiol"),
+    State("InhB", "pg/mL", 170.0, "k_inh * Ser * ((1.0 - f_inhg) + f_inhg * early_gc"
+          " / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B"),
+]
+_drugs = [
+    State("hCGd", "IU", 0.0, "inf_hcg + inf_hmg", "LN2 / t_hcg_abs", True,
+          "hCG (and hMG LH activity) at the injection site"),
+    State("hCG", "IU/L", 0.0, "LN2 / t_hcg_abs * hCGd / V_hcg", "LN2 / t_hcg", True, "serum hCG"),
+    State("FSHxd", "IU", 0.0, "F_fshx * (inf_fsh + inf_hmg)", "LN2 / t_fshx_abs", True,
+          "FSH preparation at the injection site"),
+    State("FSHx", "IU/L", 0.0, "LN2 / t_fshx_abs * FSHxd / V_fshx", "LN2 / t_fshx", True,
+          "serum FSH from drug"),
+    State("TEd", "mg", 0.0, "F_TE * inf_testosterone_enanthate", "LN2 / t_TE", True,
+          "T (as free T mass) in the enanthate depot"),
+    State("TCd", "mg", 0.0, "F_TC * inf_testosterone_cypionate", "LN2 / t_TC", True,
+          "T in the cypionate depot"),
+    State("Gel", "mg", 0.0, "F_gel * inf_testosterone_gel", "LN2 / t_gel", True,
+          "absorbable T on and in the skin"),
+    State("CloG", "mg", 0.0, "inf_clomiphene", "LN2 / t_clo_abs", True, "clomiphene in gut"),
+    State("Clo", "mg", 0.0, "LN2 / t_clo_abs * CloG", "LN2 / t_clo", True, "clomiphene in body"),
+    State("TamG", "mg", 0.0, "inf_tamoxifen", "LN2 / t_tam_abs", True, "tamoxifen in gut"),
+    State("Tam", "mg", 0.0, "LN2 / t_tam_abs * TamG", "LN2 / t_tam", True, "tamoxifen in body"),
+    State("AnaG", "mg", 0.0, "inf_anastrozole", "LN2 / t_ana_abs", True, "anastrozole in gut"),
+    State("Ana", "mg", 0.0, "LN2 / t_ana_abs * AnaG", "LN2 / t_ana", True,
+          "anastrozole in body"),
+]
+_slow = [
+    State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
+          "1.0 / tau_cap", True, "Leydig trophic capacity"),
+    State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function"),
+    State("Nssc", "1", 0.7, "ssc_tgt / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))",
+          "1.0 / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))", True,
+          "spermatogonial (stem-cell niche) activity"),
+    State("Mq", "1", 0.8, "mot_tgt / dur_epi", "1.0 / dur_epi", True,
+          "epididymal maturation quality (motility)"),
+]
+_chain = []
+for _i in range(N_STAGES):
+    _inflow = "entry" if _i == 0 else f"k_st * x{_i - 1}"
+    _loss = f" - death * x{_i}" if _i in DEATH_STAGES else ""
+    _chain.append(State(f"x{_i}", "1", 0.5, _inflow + _loss, "k_st", True,
+                        f"germ cells in spermatogenic stage {_i + 1} of {N_STAGES}"))
+for _j in range(N_EPI):
+    _inflow = f"k_st * x{N_STAGES - 1}" if _j == 0 else f"k_epi * ep{_j - 1}"
+    _chain.append(State(f"ep{_j}", "1", 0.5, _inflow, "k_epi", True,
+                        f"sperm in epididymal compartment {_j + 1} of {N_EPI}"))
+
+STATES: tuple[State, ...] = tuple(_fast + _drugs + _slow + _chain)
+
+# ---------------------------------------------------------------------------
+# Drugs: where a dose goes and with what bioavailability
+# ---------------------------------------------------------------------------
+DRUGS: tuple[Drug, ...] = (
+    Drug("testosterone_enanthate", "mg", (("TEd", "F_TE"),), "IM testosterone enanthate (ester mass)"),
+    Drug("testosterone_cypionate", "mg", (("TCd", "F_TC"),), "IM testosterone cypionate (ester mass)"),
+    Drug("testosterone_gel", "mg", (("Gel", "F_gel"),), "transdermal testosterone (applied mass)"),
+    Drug("gonadorelin", "ug", (("GonSC", "F_gon"),), "subcutaneous gonadorelin (pump or injection)",
+         marks_pulse=True, fast=True),
+    Drug("gonadorelin_iv", "ug", (("GonP", "1.0"),), "intravenous gonadorelin",
+         marks_pulse=True, fast=True),
+    Drug("hcg", "IU", (("hCGd", "1.0"),), "human chorionic gonadotropin, im/sc"),
+    Drug("fsh", "IU", (("FSHxd", "F_fshx"),), "recombinant FSH, sc"),
+    Drug("hmg", "IU", (("FSHxd", "F_fshx"), ("hCGd", "1.0")),
+         "human menopausal gonadotropin (IU of FSH, equal IU of LH activity)"),
+    Drug("clomiphene", "mg", (("CloG", "1.0"),), "clomiphene citrate, oral"),
+    Drug("tamoxifen", "mg", (("TamG", "1.0"),), "tamoxifen, oral"),
+    Drug("anastrozole", "mg", (("AnaG", "1.0"),), "anastrozole, oral"),
+)
+
+PULSE = PulseGenerator(
+    interval_mean="I_min * (1.0 + I_gain * fbH) * (1.0 + met_int * met)",
+    mass_mean="gnrh_on * M_max * (1.0 - met_mass * met) / (1.0 + M_gain * fbH**M_hill)",
+    interval_shape="I_shape",
+    mass_cv="M_cv",
+    effects=(("G", "1.0"),),
+    counts=(("z", "1.0 / tau_z"),),
+)
+
+_vermeulen = (
+    "2.0 * Ts * 1e-9 / (bV + sqrt(bV * bV + 4.0 * aV * Ts * 1e-9)) * 2.8842e11"
+)
+OUTPUTS: tuple[Output, ...] = (
+    Output("lh", "LHa + LHb", "IU/L", "serum LH"),
+    Output("fsh", "F + FSHx", "IU/L", "serum FSH (endogenous and drug)"),
+    Output("t_total", "Ts * 28.84", "ng/dL", "serum total testosterone"),
+    Output("t_free", _vermeulen, "pg/mL", "free testosterone (Vermeulen 1999)"),
+    Output("e2", "E2", "pg/mL", "serum estradiol"),
+    Output("itt", "ITT", "nmol/L", "intratesticular testosterone"),
+    Output("inhibin_b", "InhB", "pg/mL", "serum inhibin B"),
+    Output("sperm_conc", f"c_sp * k_epi * ep{N_EPI - 1} / k_st", "M/mL",
+           "sperm concentration (true, before semen-analysis noise)"),
+    Output("motility", "mot_max * Mq", "%", "total sperm motility"),
+    Output("gnrhr_active", "Ra", "1", "responsive GnRH receptor fraction"),
+    Output("lhr_functional", "Lr", "1", "functional Leydig LH receptor fraction"),
+    Output("leydig_capacity", "Cap", "1", "Leydig trophic capacity"),
+    Output("sertoli_function", "Ser", "1", "Sertoli function"),
+    Output("spermatogonial_activity", "Nssc", "1", "spermatogonial activity"),
+    Output("hcg", "hCG", "IU/L", "serum hCG"),
+    Output("gonadorelin", "C_gon", "pg/mL", "plasma gonadorelin"),
+    Output("clomiphene", "C_clo", "ng/mL", "serum clomiphene"),
+    Output("tamoxifen", "C_tam", "ng/mL", "serum tamoxifen"),
+    Output("anastrozole", "C_ana", "ng/mL", "serum anastrozole"),
+)
+# Helpers for the free-T output (evaluated only when outputs are requested).
+OUTPUT_VARS: tuple[Var, ...] = (
+    Var("shbg_m", "SHBG * (1.0 + shbg_age * pos(age - 40.0)) * 1e-9", "SHBG, mol/L"),
+    Var("nV", "1.0 + Ka_alb * Alb / 69000.0"),
+    Var("aV", "nV * Ka_shbg"),
+    Var("bV", "nV + Ka_shbg * (shbg_m - Ts * 1e-9)"),
+)

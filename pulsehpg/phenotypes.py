@@ -1,0 +1,49 @@
+"""Patient phenotypes: named sets of parameter values on top of the registry defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Phenotype", "PHENOTYPES", "get_phenotype"]
+
+
+@dataclass(frozen=True)
+class Phenotype:
+    name: str
+    meaning: str
+    scale: dict[str, float] = field(default_factory=dict)  # multiply the default
+    set: dict[str, float] = field(default_factory=dict)  # replace the default
+
+
+PHENOTYPES: dict[str, Phenotype] = {
+    p.name: p
+    for p in (
+        Phenotype("eugonadal", "healthy adult man"),
+        Phenotype(
+            "mild_secondary_hypogonadism",
+            "functional (metabolic) secondary hypogonadism: weak GnRH drive, T 200-250 ng/dL "
+            "with LH about 4 IU/L (Shabsigh 2005; Taylor & Levine 2010)",
+            scale={"hypothalamus.pulse_mass_max": 0.45, "leydig.t_secretion": 0.6},
+            set={"patient.metabolic_index": 0.6},
+        ),
+        Phenotype(
+            "idiopathic_oligozoospermia",
+            "primary germinal impairment with normal androgens: sperm 5-15 M/mL, FSH high",
+            set={"patient.testis_function": 0.18},
+        ),
+        Phenotype(
+            "chh",
+            "congenital hypogonadotropic hypogonadism: no endogenous GnRH",
+            set={"hypothalamus.gnrh_present": 0.0},
+        ),
+        Phenotype("agonadal", "after bilateral orchiectomy", set={"testis.present": 0.0}),
+    )
+}
+
+
+def get_phenotype(name: str) -> Phenotype:
+    try:
+        return PHENOTYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"phenotype: unknown value {name!r}; allowed: {', '.join(PHENOTYPES)}") from None
