@@ -351,6 +351,22 @@ class Cohort:
     def next_pulse(self) -> np.ndarray:
         return self._next_pulse.copy()
 
+    def snapshot(self, i: int) -> dict:
+        """Everything that determines patient i's future, in core units (hours).
+
+        Used to start an independent integration (pulsehpg.reference) from the
+        same point: states, parameters, infusion rates, next pulse, pumps.
+        """
+        if not (0 <= i < self.n):
+            raise ValueError(f"i: patient index must be in [0, {self.n}), got {i!r}")
+        return {
+            "t": self._t, "y": self._y[i].copy(), "p": self._p[i].copy(),
+            "u": self._u[i].copy(), "next_pulse": float(self._next_pulse[i]),
+            "pump_next": self._pump_next[i].copy(), "pump_dose": self._pump_dose[i].copy(),
+            "pump_interval": self._pump_interval[i].copy(),
+            "deterministic": self.deterministic,
+        }
+
     def __repr__(self) -> str:
         return (f"Cohort(n={self.n}, phenotype={self.phenotype.name!r}, t={self._t:g} h, "
                 f"deterministic={self.deterministic})")
