@@ -15,6 +15,7 @@ cdef extern from "engine.h" nogil:
         PH_ND
         PH_NO
         PH_MAX_LEVELS
+        PH_NCOEF
     ctypedef struct ph_cohort:
         double *y
         const double *p
@@ -50,11 +51,12 @@ NI = PH_NI
 ND = PH_ND
 NO = PH_NO
 MAX_LEVELS = PH_MAX_LEVELS
+NCOEF = PH_NCOEF
 
 
 def prepare(const double[:, ::1] p, double[:, ::1] d, double[:, :, :, ::1] etab,
             double h0, int threads=1):
-    """Fill derived quantities and ladder exponentials for every patient."""
+    """Fill derived quantities and the ladder's ETD coefficients for every patient."""
     cdef Py_ssize_t i, n = p.shape[0]
     cdef int nl = etab.shape[1]
     with nogil:

@@ -1,12 +1,13 @@
 /* The pulsehpg event loop: one patient advanced over exact event times.
  *
- * Between events the model dy/dt = rate(y) - k * y is integrated with a
- * fourth-order Lawson (integrating-factor) Runge-Kutta scheme: the linear
- * clearances k are applied exactly through exponentials, so minute-scale
+ * Between events the model dy/dt = rate(y) - k * y is integrated with the
+ * fourth-order exponential time-differencing Runge-Kutta scheme ETDRK4 (Cox &
+ * Matthews 2002): the linear clearances k are integrated exactly (a constant
+ * input into a fast-clearing pool is exact at any step), so minute-scale
  * kinetics (GnRH, LH) do not force small steps once a pulse has passed.
  * Steps follow a pulse-aligned ladder: after a GnRH pulse or a fast drug bolus
  * the step is h0, then grows with the time since that event (h <= growth *
- * time-since, by powers of two) up to h0 * 2^(n_levels-1). Exponential factors
+ * time-since, by powers of two) up to h0 * 2^(n_levels-1). ETD coefficients
  * of the ladder's step sizes are precomputed per patient; only a step cut short
  * by an event boundary computes its own.
  *
@@ -23,13 +24,14 @@
 #include "rng.h"
 
 #define PH_MAX_LEVELS 12
+#define PH_NCOEF 6 /* ETD coefficients per state and step size */
 
 typedef struct {
     double *y;                   /* n x NS states */
     const double *p;             /* n x NP parameters (core units) */
     const double *d;             /* n x ND derived quantities (clearances first) */
     const double *u;             /* n x NI infusion rates (dose unit per hour) */
-    const double *etab;          /* n x n_levels x 2 x NS: exp(-k h), exp(-k h / 2) */
+    const double *etab;          /* n x n_levels x NCOEF x NS: ETD coefficients of the ladder */
     double *next_pulse;          /* n: time of the next endogenous GnRH pulse */
     double *since;               /* n: time since the last pulse or fast bolus */
     const uint64_t *key;         /* n: random stream key */
@@ -45,35 +47,74 @@ typedef struct {
     double growth;               /* step <= growth * time since the last fast event */
 } ph_cohort;
 
-/* Derived quantities and ladder exponentials for one patient. */
+/* ETDRK4 coefficients (Cox & Matthews 2002) for clearance k and step h:
+ * c[0] = e^{-kh}, c[1] = e^{-kh/2}, c[2] = (1 - e^{-kh/2}) / k,
+ * c[3] = h f1(z), c[4] = 2 h f2(z), c[5] = h f3(z) with z = -kh. For small |z| the
+ * closed forms cancel badly, so their Taylor series are used:
+ * f1 = sum (n-2)^2/n! z^(n-3), f2 = sum (n-2)/n! z^(n-3), f3 = sum (4-n)/n! z^(n-3). */
+static inline void ph_etd_coeffs(double k, double h, double *c, int stride) {
+    const double z = -k * h;
+    const double e = exp(z), e2 = exp(0.5 * z);
+    c[0] = e;
+    c[stride] = e2;
+    double f1, f2, f3, phi_half;
+    if (fabs(z) < 0.5) {
+        double zn = 1.0, fact = 6.0; /* z^(n-3), n! from n = 3 */
+        f1 = f2 = f3 = 0.0;
+        for (int n = 3; n < 20; n++) {
+            f1 += (double)((n - 2) * (n - 2)) / fact * zn;
+            f2 += (double)(n - 2) / fact * zn;
+            f3 += (double)(4 - n) / fact * zn;
+            zn *= z;
+            fact *= (double)(n + 1);
+        }
+        /* phi1(z/2) = sum (z/2)^(n-1)/n! */
+        double x = 0.5 * z, xn = 1.0, f = 1.0;
+        phi_half = 0.0;
+        for (int n = 1; n < 20; n++) {
+            f *= (double)n;
+            phi_half += xn / f;
+            xn *= x;
+        }
+    } else {
+        const double z3 = z * z * z;
+        f1 = (-4.0 - z + e * (4.0 - 3.0 * z + z * z)) / z3;
+        f2 = (2.0 + z + e * (-2.0 + z)) / z3;
+        f3 = (-4.0 - 3.0 * z - z * z + e * (4.0 - z)) / z3;
+        phi_half = (e2 - 1.0) / (0.5 * z);
+    }
+    c[2 * stride] = 0.5 * h * phi_half;
+    c[3 * stride] = h * f1;
+    c[4 * stride] = 2.0 * h * f2;
+    c[5 * stride] = h * f3;
+}
+
+/* Derived quantities and the ladder's ETD coefficients for one patient. */
 static inline void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) {
     ph_derived(p, d);
     double h = h0;
     for (int l = 0; l < n_levels; l++) {
-        double *ef = etab + (size_t)l * 2 * PH_NS;
-        for (int j = 0; j < PH_NS; j++) {
-            ef[j] = exp(-d[j] * h);
-            ef[PH_NS + j] = exp(-d[j] * 0.5 * h);
-        }
+        double *tab = etab + (size_t)l * PH_NCOEF * PH_NS;
+        for (int j = 0; j < PH_NS; j++) ph_etd_coeffs(d[j], h, tab + j, PH_NS);
         h *= 2.0;
     }
 }
 
-/* One Lawson-RK4 step of size h with full (ef) and half (eh) step factors. */
+/* One ETDRK4 step of size h; c holds the coefficient rows (PH_NCOEF x NS). */
 static inline void ph_step(double *restrict y, const double *restrict p, const double *restrict d,
-                           const double *restrict u, const double *restrict ef,
-                           const double *restrict eh, double h) {
-    double k1[PH_NS], k2[PH_NS], k3[PH_NS], k4[PH_NS], ys[PH_NS];
-    const double h2 = 0.5 * h, h6 = h / 6.0;
-    ph_rate(y, p, d, u, k1);
-    for (int j = 0; j < PH_NS; j++) ys[j] = eh[j] * (y[j] + h2 * k1[j]);
-    ph_rate(ys, p, d, u, k2);
-    for (int j = 0; j < PH_NS; j++) ys[j] = eh[j] * y[j] + h2 * k2[j];
-    ph_rate(ys, p, d, u, k3);
-    for (int j = 0; j < PH_NS; j++) ys[j] = ef[j] * y[j] + h * eh[j] * k3[j];
-    ph_rate(ys, p, d, u, k4);
+                           const double *restrict u, const double *restrict c) {
+    const double *E = c, *E2 = c + PH_NS, *Q = c + 2 * PH_NS;
+    const double *F1 = c + 3 * PH_NS, *F2 = c + 4 * PH_NS, *F3 = c + 5 * PH_NS;
+    double nu[PH_NS], na[PH_NS], nb[PH_NS], nc[PH_NS], a[PH_NS], s[PH_NS];
+    ph_rate(y, p, d, u, nu);
+    for (int j = 0; j < PH_NS; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
+    ph_rate(a, p, d, u, na);
+    for (int j = 0; j < PH_NS; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
+    ph_rate(s, p, d, u, nb);
+    for (int j = 0; j < PH_NS; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
+    ph_rate(s, p, d, u, nc);
     for (int j = 0; j < PH_NS; j++)
-        y[j] = ef[j] * y[j] + h6 * (ef[j] * k1[j] + 2.0 * eh[j] * (k2[j] + k3[j]) + k4[j]);
+        y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
 }
 
 /* Integrate patient i's continuous dynamics from t to t1 (no events inside). */
@@ -82,8 +123,8 @@ static inline void ph_integrate(const ph_cohort *c, int i, double t, double t1) 
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
-    const double *etab = c->etab + (size_t)i * c->n_levels * 2 * PH_NS;
-    double ef[PH_NS], eh[PH_NS];
+    const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NS;
+    double own[PH_NCOEF * PH_NS];
     long steps = 0;
     while (t < t1) {
         double reach = c->growth * c->since[i];
@@ -95,17 +136,13 @@ static inline void ph_integrate(const ph_cohort *c, int i, double t, double t1) 
         }
         double rest = t1 - t;
         if (rest <= hl * (1.0 + 1e-12)) {
-            /* last step to the boundary: its own exponentials */
-            for (int j = 0; j < PH_NS; j++) {
-                ef[j] = exp(-d[j] * rest);
-                eh[j] = exp(-d[j] * 0.5 * rest);
-            }
-            ph_step(y, p, d, u, ef, eh, rest);
+            /* last step to the boundary: its own coefficients */
+            for (int j = 0; j < PH_NS; j++) ph_etd_coeffs(d[j], rest, own + j, PH_NS);
+            ph_step(y, p, d, u, own);
             c->since[i] += rest;
             t = t1;
         } else {
-            const double *tab = etab + (size_t)l * 2 * PH_NS;
-            ph_step(y, p, d, u, tab, tab + PH_NS, hl);
+            ph_step(y, p, d, u, etab + (size_t)l * PH_NCOEF * PH_NS);
             c->since[i] += hl;
             t += hl;
         }

@@ -130,7 +130,7 @@ class Cohort:
         self._p = np.ascontiguousarray(self.params * _FACTORS)
         self._d = np.zeros((n, _core.ND))
         self._u = np.zeros((n, _core.NI))
-        self._etab = np.zeros((n, nl, 2, _core.NS))
+        self._etab = np.zeros((n, nl, _core.NCOEF, _core.NS))
         self._next_pulse = np.zeros(n)
         self._since = np.zeros(n)
         self._ctr = np.zeros(n, dtype=np.uint64)
