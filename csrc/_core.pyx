@@ -44,6 +44,7 @@ cdef extern from "engine.h" nogil:
     void ph_dose(double *y, const double *p, const double *d, int drug, double amount) noexcept
     uint64_t ph_mix64(uint64_t z) noexcept
     double ph_normal(uint64_t key, uint64_t *ctr) noexcept
+    double ph_uniform(uint64_t key, uint64_t *ctr) noexcept
 
 NS = PH_NS
 NP = PH_NP
@@ -162,4 +163,19 @@ def normals(const uint64_t[::1] key, int n, uint64_t stream):
         ctr = 0
         for j in range(n):
             o[i, j] = ph_normal(k, &ctr)
+    return out
+
+
+def uniforms(const uint64_t[::1] key, int n, uint64_t stream):
+    """n uniforms on (0, 1) per patient from a side stream of its key."""
+    import numpy as np
+    out = np.empty((key.shape[0], n), dtype=np.float64)
+    cdef double[:, ::1] o = out
+    cdef Py_ssize_t i, j
+    cdef uint64_t k, ctr
+    for i in range(key.shape[0]):
+        k = ph_mix64(key[i] ^ ph_mix64(stream))
+        ctr = 0
+        for j in range(n):
+            o[i, j] = ph_uniform(k, &ctr)
     return out

@@ -3,10 +3,10 @@
 #define PULSEHPG_MODEL_GEN_H
 #include <math.h>
 
-#define PH_NS 57  /* states */
-#define PH_NP 122  /* parameters */
+#define PH_NS 58  /* states */
+#define PH_NP 131  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 61  /* derived: clearances, then param-only quantities */
+#define PH_ND 62  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 
@@ -40,33 +40,34 @@
 #define PH_S_TAM 27
 #define PH_S_ANAG 28
 #define PH_S_ANA 29
-#define PH_S_CAP 30
-#define PH_S_SER 31
-#define PH_S_NSSC 32
-#define PH_S_MQ 33
-#define PH_S_X0 34
-#define PH_S_X1 35
-#define PH_S_X2 36
-#define PH_S_X3 37
-#define PH_S_X4 38
-#define PH_S_X5 39
-#define PH_S_X6 40
-#define PH_S_X7 41
-#define PH_S_X8 42
-#define PH_S_X9 43
-#define PH_S_X10 44
-#define PH_S_X11 45
-#define PH_S_X12 46
-#define PH_S_X13 47
-#define PH_S_X14 48
-#define PH_S_X15 49
-#define PH_S_X16 50
-#define PH_S_X17 51
-#define PH_S_X18 52
-#define PH_S_X19 53
-#define PH_S_EP0 54
-#define PH_S_EP1 55
-#define PH_S_EP2 56
+#define PH_S_ATUB 30
+#define PH_S_CAP 31
+#define PH_S_SER 32
+#define PH_S_NSSC 33
+#define PH_S_MQ 34
+#define PH_S_X0 35
+#define PH_S_X1 36
+#define PH_S_X2 37
+#define PH_S_X3 38
+#define PH_S_X4 39
+#define PH_S_X5 40
+#define PH_S_X6 41
+#define PH_S_X7 42
+#define PH_S_X8 43
+#define PH_S_X9 44
+#define PH_S_X10 45
+#define PH_S_X11 46
+#define PH_S_X12 47
+#define PH_S_X13 48
+#define PH_S_X14 49
+#define PH_S_X15 50
+#define PH_S_X16 51
+#define PH_S_X17 52
+#define PH_S_X18 53
+#define PH_S_X19 54
+#define PH_S_EP0 55
+#define PH_S_EP1 56
+#define PH_S_EP2 57
 #define PH_P_GNRH_ON 0
 #define PH_P_I_MIN 1
 #define PH_P_I_GAIN 2
@@ -148,47 +149,56 @@
 #define PH_P_SSC_AGE 78
 #define PH_P_K_SSC 79
 #define PH_P_B_SSC 80
-#define PH_P_K_ET 81
-#define PH_P_DUR_SPG 82
-#define PH_P_DUR_EPI 83
-#define PH_P_D_MAX 84
-#define PH_P_K_DT 85
-#define PH_P_C_SP 86
-#define PH_P_MOT_MAX 87
-#define PH_P_K_MT 88
-#define PH_P_K_MF 89
-#define PH_P_F_MF 90
-#define PH_P_AGE 91
-#define PH_P_TF 92
-#define PH_P_MET 93
-#define PH_P_T_TE 94
-#define PH_P_F_TE 95
-#define PH_P_T_TC 96
-#define PH_P_F_TC 97
-#define PH_P_T_GEL 98
-#define PH_P_F_GEL 99
-#define PH_P_T_HCG_ABS 100
-#define PH_P_T_HCG 101
-#define PH_P_V_HCG 102
-#define PH_P_T_FSHX_ABS 103
-#define PH_P_T_FSHX 104
-#define PH_P_V_FSHX 105
-#define PH_P_F_FSHX 106
-#define PH_P_T_CLO_ABS 107
-#define PH_P_T_CLO 108
-#define PH_P_V_CLO 109
-#define PH_P_IC_CLO 110
-#define PH_P_T_TAM_ABS 111
-#define PH_P_T_TAM 112
-#define PH_P_V_TAM 113
-#define PH_P_IC_TAM 114
-#define PH_P_BLK_MAX 115
-#define PH_P_T_ANA_ABS 116
-#define PH_P_T_ANA 117
-#define PH_P_V_ANA 118
-#define PH_P_IC_ANA 119
-#define PH_P_AI_MAX 120
-#define PH_P_ACCEL 121
+#define PH_P_TAU_A 81
+#define PH_P_K_ET 82
+#define PH_P_DUR_SPG 83
+#define PH_P_DUR_EPI 84
+#define PH_P_D_MAX 85
+#define PH_P_K_DT 86
+#define PH_P_C_SP 87
+#define PH_P_MOT_MAX 88
+#define PH_P_K_MT 89
+#define PH_P_K_MF 90
+#define PH_P_F_MF 91
+#define PH_P_AGE 92
+#define PH_P_TF 93
+#define PH_P_MET 94
+#define PH_P_T_TE 95
+#define PH_P_F_TE 96
+#define PH_P_T_TC 97
+#define PH_P_F_TC 98
+#define PH_P_T_GEL 99
+#define PH_P_F_GEL 100
+#define PH_P_T_HCG_ABS 101
+#define PH_P_T_HCG 102
+#define PH_P_V_HCG 103
+#define PH_P_T_FSHX_ABS 104
+#define PH_P_T_FSHX 105
+#define PH_P_V_FSHX 106
+#define PH_P_F_FSHX 107
+#define PH_P_T_CLO_ABS 108
+#define PH_P_T_CLO 109
+#define PH_P_V_CLO 110
+#define PH_P_IC_CLO 111
+#define PH_P_T_TAM_ABS 112
+#define PH_P_T_TAM 113
+#define PH_P_V_TAM 114
+#define PH_P_IC_TAM 115
+#define PH_P_BLK_MAX 116
+#define PH_P_T_ANA_ABS 117
+#define PH_P_T_ANA 118
+#define PH_P_V_ANA 119
+#define PH_P_IC_ANA 120
+#define PH_P_AI_MAX 121
+#define PH_P_CV_LH 122
+#define PH_P_CV_FSH 123
+#define PH_P_CV_T 124
+#define PH_P_CV_E2 125
+#define PH_P_CV_INH 126
+#define PH_P_CV_SEMEN 127
+#define PH_P_V_SEMEN 128
+#define PH_P_SD_MOT 129
+#define PH_P_ACCEL 130
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -217,31 +227,32 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double t_inh = p[73];
     const double tau_ssc = p[77];
     const double ssc_age = p[78];
-    const double dur_spg = p[82];
-    const double dur_epi = p[83];
-    const double age = p[91];
-    const double t_TE = p[94];
-    const double t_TC = p[96];
-    const double t_gel = p[98];
-    const double t_hcg_abs = p[100];
-    const double t_hcg = p[101];
-    const double t_fshx_abs = p[103];
-    const double t_fshx = p[104];
-    const double t_clo_abs = p[107];
-    const double t_clo = p[108];
-    const double t_tam_abs = p[111];
-    const double t_tam = p[112];
-    const double t_ana_abs = p[116];
-    const double t_ana = p[117];
-    const double accel = p[121];
+    const double tau_A = p[81];
+    const double dur_spg = p[83];
+    const double dur_epi = p[84];
+    const double age = p[92];
+    const double t_TE = p[95];
+    const double t_TC = p[97];
+    const double t_gel = p[99];
+    const double t_hcg_abs = p[101];
+    const double t_hcg = p[102];
+    const double t_fshx_abs = p[104];
+    const double t_fshx = p[105];
+    const double t_clo_abs = p[108];
+    const double t_clo = p[109];
+    const double t_tam_abs = p[112];
+    const double t_tam = p[113];
+    const double t_ana_abs = p[117];
+    const double t_ana = p[118];
+    const double accel = p[130];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
-    d[57] = agef;
+    d[58] = agef;
     const double k_itt = (PH_LN2 / t_itt);
-    d[58] = k_itt;
+    d[59] = k_itt;
     const double k_st = (20.0 / dur_spg);
-    d[59] = k_st;
+    d[60] = k_st;
     const double k_epi = (3.0 / dur_epi);
-    d[60] = k_epi;
+    d[61] = k_epi;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = ((PH_LN2 / t_gon_abs));
     d[2] = ((PH_LN2 / t_gon));
@@ -272,11 +283,11 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[27] = ((PH_LN2 / t_tam)) * accel;
     d[28] = ((PH_LN2 / t_ana_abs)) * accel;
     d[29] = ((PH_LN2 / t_ana)) * accel;
-    d[30] = ((1.0 / tau_cap)) * accel;
-    d[31] = ((1.0 / tau_ser)) * accel;
-    d[32] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
-    d[33] = ((1.0 / dur_epi)) * accel;
-    d[34] = (k_st) * accel;
+    d[30] = ((1.0 / tau_A)) * accel;
+    d[31] = ((1.0 / tau_cap)) * accel;
+    d[32] = ((1.0 / tau_ser)) * accel;
+    d[33] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
+    d[34] = ((1.0 / dur_epi)) * accel;
     d[35] = (k_st) * accel;
     d[36] = (k_st) * accel;
     d[37] = (k_st) * accel;
@@ -296,9 +307,10 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[51] = (k_st) * accel;
     d[52] = (k_st) * accel;
     d[53] = (k_st) * accel;
-    d[54] = (k_epi) * accel;
+    d[54] = (k_st) * accel;
     d[55] = (k_epi) * accel;
     d[56] = (k_epi) * accel;
+    d[57] = (k_epi) * accel;
 }
 
 static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, double *restrict r) {
@@ -355,43 +367,44 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double ssc_age = p[78];
     const double K_ssc = p[79];
     const double b_ssc = p[80];
-    const double K_eT = p[81];
-    const double dur_epi = p[83];
-    const double d_max = p[84];
-    const double K_dT = p[85];
-    const double K_mT = p[88];
-    const double K_mF = p[89];
-    const double f_mF = p[90];
-    const double age = p[91];
-    const double tf = p[92];
-    const double met = p[93];
-    const double t_TE = p[94];
-    const double F_TE = p[95];
-    const double t_TC = p[96];
-    const double F_TC = p[97];
-    const double t_gel = p[98];
-    const double F_gel = p[99];
-    const double t_hcg_abs = p[100];
-    const double V_hcg = p[102];
-    const double t_fshx_abs = p[103];
-    const double V_fshx = p[105];
-    const double F_fshx = p[106];
-    const double t_clo_abs = p[107];
-    const double V_clo = p[109];
-    const double IC_clo = p[110];
-    const double t_tam_abs = p[111];
-    const double V_tam = p[113];
-    const double IC_tam = p[114];
-    const double blk_max = p[115];
-    const double t_ana_abs = p[116];
-    const double V_ana = p[118];
-    const double IC_ana = p[119];
-    const double ai_max = p[120];
-    const double accel = p[121];
-    const double agef = d[57];
-    const double k_itt = d[58];
-    const double k_st = d[59];
-    const double k_epi = d[60];
+    const double tau_A = p[81];
+    const double K_eT = p[82];
+    const double dur_epi = p[84];
+    const double d_max = p[85];
+    const double K_dT = p[86];
+    const double K_mT = p[89];
+    const double K_mF = p[90];
+    const double f_mF = p[91];
+    const double age = p[92];
+    const double tf = p[93];
+    const double met = p[94];
+    const double t_TE = p[95];
+    const double F_TE = p[96];
+    const double t_TC = p[97];
+    const double F_TC = p[98];
+    const double t_gel = p[99];
+    const double F_gel = p[100];
+    const double t_hcg_abs = p[101];
+    const double V_hcg = p[103];
+    const double t_fshx_abs = p[104];
+    const double V_fshx = p[106];
+    const double F_fshx = p[107];
+    const double t_clo_abs = p[108];
+    const double V_clo = p[110];
+    const double IC_clo = p[111];
+    const double t_tam_abs = p[112];
+    const double V_tam = p[114];
+    const double IC_tam = p[115];
+    const double blk_max = p[116];
+    const double t_ana_abs = p[117];
+    const double V_ana = p[119];
+    const double IC_ana = p[120];
+    const double ai_max = p[121];
+    const double accel = p[130];
+    const double agef = d[58];
+    const double k_itt = d[59];
+    const double k_st = d[60];
+    const double k_epi = d[61];
     const double G = y[0];
     const double GonSC = y[1];
     const double GonP = y[2];
@@ -422,31 +435,32 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double Tam = y[27];
     const double AnaG = y[28];
     const double Ana = y[29];
-    const double Cap = y[30];
-    const double Ser = y[31];
-    const double Nssc = y[32];
-    const double x0 = y[34];
-    const double x1 = y[35];
-    const double x2 = y[36];
-    const double x3 = y[37];
-    const double x4 = y[38];
-    const double x5 = y[39];
-    const double x6 = y[40];
-    const double x7 = y[41];
-    const double x8 = y[42];
-    const double x9 = y[43];
-    const double x10 = y[44];
-    const double x11 = y[45];
-    const double x12 = y[46];
-    const double x13 = y[47];
-    const double x14 = y[48];
-    const double x15 = y[49];
-    const double x16 = y[50];
-    const double x17 = y[51];
-    const double x18 = y[52];
-    const double x19 = y[53];
-    const double ep0 = y[54];
-    const double ep1 = y[55];
+    const double Atub = y[30];
+    const double Cap = y[31];
+    const double Ser = y[32];
+    const double Nssc = y[33];
+    const double x0 = y[35];
+    const double x1 = y[36];
+    const double x2 = y[37];
+    const double x3 = y[38];
+    const double x4 = y[39];
+    const double x5 = y[40];
+    const double x6 = y[41];
+    const double x7 = y[42];
+    const double x8 = y[43];
+    const double x9 = y[44];
+    const double x10 = y[45];
+    const double x11 = y[46];
+    const double x12 = y[47];
+    const double x13 = y[48];
+    const double x14 = y[49];
+    const double x15 = y[50];
+    const double x16 = y[51];
+    const double x17 = y[52];
+    const double x18 = y[53];
+    const double x19 = y[54];
+    const double ep0 = y[55];
+    const double ep1 = y[56];
     const double inf_testosterone_enanthate = u[0];
     const double inf_testosterone_cypionate = u[1];
     const double inf_testosterone_gel = u[2];
@@ -473,7 +487,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double S = ((theta * Ra) * sensP);
     const double relL = ((k_relL * S) * PL);
     const double synL = ((sig_L * sensP) * (b_L + (((1.0 - b_L) * s) / (s + K_sL))));
-    const double synF = ((((sig_F * sensP) / (1.0 + ((aI_F * InhB) / Inh_ref))) * (b_F + (((1.0 - b_F) * s) / (s + K_sF)))) / (1.0 + (z / z_F)));
+    const double synF = ((((sig_F * sensP) / (1.0 + ((aI_F * InhB) / Inh_ref))) * (b_F + (((1.0 - b_F) * ((s) * (s))) / (((s) * (s)) + ((K_sF) * (K_sF)))))) / (1.0 + (z / z_F)));
     const double relF = ((k_cF + (k_relF * S)) * PF);
     const double F_tot = (F + FSHx);
     const double L_eq = ((LHa + LHb) + (pot_hcg * hCG));
@@ -483,17 +497,17 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double T_exo = ((3467.0 / V_T) * ((((PH_LN2 / t_TE) * TEd) + ((PH_LN2 / t_TC) * TCd)) + ((PH_LN2 / t_gel) * Gel)));
     const double T_testis = (((vr * k_itt) * ITT) / (PH_LN2 / t_T));
     const double hF_ser = (F_tot / (F_tot + K_serF));
-    const double hT_ser = (ITT / (ITT + K_serT));
+    const double hT_ser = (Atub / (Atub + K_serT));
     const double ser_tgt = ((b_ser + ((1.0 - b_ser) * hF_ser)) * (b_ser + ((1.0 - b_ser) * hT_ser)));
     const double ssc_tgt = (b_ssc + (((1.0 - b_ssc) * Ser) / (Ser + K_ssc)));
-    const double entry = ((((((k_st * tf) * testis_on) * Nssc) * Ser) * ((ITT) * (ITT))) / (((ITT) * (ITT)) + ((K_eT) * (K_eT))));
-    const double death = (d_max * (1.0 - (((ITT) * (ITT) * (ITT) * (ITT)) / (((ITT) * (ITT) * (ITT) * (ITT)) + ((K_dT) * (K_dT) * (K_dT) * (K_dT))))));
+    const double entry = ((((((k_st * tf) * testis_on) * Nssc) * Ser) * ((Atub) * (Atub))) / (((Atub) * (Atub)) + ((K_eT) * (K_eT))));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT))))));
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    const double mot_tgt = ((ITT / (ITT + K_mT)) * ((1.0 - f_mF) + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * ((1.0 - f_mF) + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = ((F_gon * inf_gonadorelin));
     r[2] = ((((PH_LN2 / t_gon_abs) * GonSC) + inf_gonadorelin_iv));
-    r[3] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
+    r[3] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
     r[4] = ((S / tau_s));
     r[5] = (0.0);
     r[6] = ((synL - relL));
@@ -501,7 +515,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[8] = (((1.0 - f_LHa) * relL));
     r[9] = ((synF - relF));
     r[10] = (relF);
-    r[11] = (((1.0 / t_recL) - ((k_downL * ((phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[11] = (((1.0 / t_recL) - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[12] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + ((K_st) * (K_st)))) / tau_st));
     r[13] = ((T_prod + ((k_itt * rho) * Ts)));
     r[14] = ((((vr * k_itt) * ITT) + T_exo));
@@ -520,33 +534,34 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[27] = (((PH_LN2 / t_tam_abs) * TamG)) * accel;
     r[28] = (inf_anastrozole) * accel;
     r[29] = (((PH_LN2 / t_ana_abs) * AnaG)) * accel;
-    r[30] = (((b_cap + (((1.0 - b_cap) * sigLH) / (sigLH + K_cap))) / tau_cap)) * accel;
-    r[31] = ((ser_tgt / tau_ser)) * accel;
-    r[32] = ((ssc_tgt / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
-    r[33] = ((mot_tgt / dur_epi)) * accel;
-    r[34] = (entry) * accel;
-    r[35] = ((k_st * x0)) * accel;
-    r[36] = ((k_st * x1)) * accel;
-    r[37] = ((k_st * x2)) * accel;
-    r[38] = ((k_st * x3)) * accel;
-    r[39] = (((k_st * x4) - (death * x5))) * accel;
-    r[40] = (((k_st * x5) - (death * x6))) * accel;
-    r[41] = (((k_st * x6) - (death * x7))) * accel;
-    r[42] = (((k_st * x7) - (death * x8))) * accel;
-    r[43] = (((k_st * x8) - (death * x9))) * accel;
-    r[44] = (((k_st * x9) - (death * x10))) * accel;
-    r[45] = (((k_st * x10) - (death * x11))) * accel;
-    r[46] = ((k_st * x11)) * accel;
-    r[47] = ((k_st * x12)) * accel;
-    r[48] = ((k_st * x13)) * accel;
-    r[49] = ((k_st * x14)) * accel;
-    r[50] = ((k_st * x15)) * accel;
-    r[51] = ((k_st * x16)) * accel;
-    r[52] = ((k_st * x17)) * accel;
-    r[53] = ((k_st * x18)) * accel;
-    r[54] = ((k_st * x19)) * accel;
-    r[55] = ((k_epi * ep0)) * accel;
-    r[56] = ((k_epi * ep1)) * accel;
+    r[30] = ((ITT / tau_A)) * accel;
+    r[31] = (((b_cap + (((1.0 - b_cap) * sigLH) / (sigLH + K_cap))) / tau_cap)) * accel;
+    r[32] = ((ser_tgt / tau_ser)) * accel;
+    r[33] = ((ssc_tgt / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
+    r[34] = ((mot_tgt / dur_epi)) * accel;
+    r[35] = (entry) * accel;
+    r[36] = ((k_st * x0)) * accel;
+    r[37] = ((k_st * x1)) * accel;
+    r[38] = (((k_st * x2) - (death * x3))) * accel;
+    r[39] = (((k_st * x3) - (death * x4))) * accel;
+    r[40] = (((k_st * x4) - (death * x5))) * accel;
+    r[41] = (((k_st * x5) - (death * x6))) * accel;
+    r[42] = (((k_st * x6) - (death * x7))) * accel;
+    r[43] = (((k_st * x7) - (death * x8))) * accel;
+    r[44] = (((k_st * x8) - (death * x9))) * accel;
+    r[45] = ((k_st * x9)) * accel;
+    r[46] = ((k_st * x10)) * accel;
+    r[47] = ((k_st * x11)) * accel;
+    r[48] = ((k_st * x12)) * accel;
+    r[49] = ((k_st * x13)) * accel;
+    r[50] = ((k_st * x14)) * accel;
+    r[51] = ((k_st * x15)) * accel;
+    r[52] = ((k_st * x16)) * accel;
+    r[53] = ((k_st * x17)) * accel;
+    r[54] = ((k_st * x18)) * accel;
+    r[55] = ((k_st * x19)) * accel;
+    r[56] = ((k_epi * ep0)) * accel;
+    r[57] = ((k_epi * ep1)) * accel;
 }
 
 static inline void ph_pulse_law(const double *restrict y, const double *restrict p, const double *restrict d, double *restrict g) {
@@ -563,12 +578,12 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double met_int = p[11];
     const double T_ref = p[57];
     const double E2_ref = p[58];
-    const double met = p[93];
-    const double V_clo = p[109];
-    const double IC_clo = p[110];
-    const double V_tam = p[113];
-    const double IC_tam = p[114];
-    const double blk_max = p[115];
+    const double met = p[94];
+    const double V_clo = p[110];
+    const double IC_clo = p[111];
+    const double V_tam = p[114];
+    const double IC_tam = p[115];
+    const double blk_max = p[116];
     const double Ts = y[14];
     const double E2 = y[15];
     const double Clo = y[25];
@@ -581,7 +596,7 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbE = ((E2 * (1.0 - er_block)) / E2_ref);
     const double fbH = (fb_sens * (((1.0 - w_E) * fbT) + (w_E * fbE)));
     g[0] = ((I_min * (1.0 + (I_gain * fbH))) * (1.0 + (met_int * met)));
-    g[1] = (((gnrh_on * M_max) * (1.0 - (met_mass * met))) / (1.0 + (M_gain * ((fbH) * (fbH)))));
+    g[1] = (((gnrh_on * M_max) * (1.0 - (met_mass * met))) / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
 }
@@ -601,14 +616,14 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double Alb = p[65];
     const double Ka_shbg = p[66];
     const double Ka_alb = p[67];
-    const double c_sp = p[86];
-    const double mot_max = p[87];
-    const double age = p[91];
-    const double V_clo = p[109];
-    const double V_tam = p[113];
-    const double V_ana = p[118];
-    const double k_st = d[59];
-    const double k_epi = d[60];
+    const double c_sp = p[87];
+    const double mot_max = p[88];
+    const double age = p[92];
+    const double V_clo = p[110];
+    const double V_tam = p[114];
+    const double V_ana = p[119];
+    const double k_st = d[60];
+    const double k_epi = d[61];
     const double GonP = y[2];
     const double Ra = y[3];
     const double LHa = y[7];
@@ -624,11 +639,11 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double Clo = y[25];
     const double Tam = y[27];
     const double Ana = y[29];
-    const double Cap = y[30];
-    const double Ser = y[31];
-    const double Nssc = y[32];
-    const double Mq = y[33];
-    const double ep2 = y[56];
+    const double Cap = y[31];
+    const double Ser = y[32];
+    const double Nssc = y[33];
+    const double Mq = y[34];
+    const double ep2 = y[57];
     const double C_gon = ((1000.0 * GonP) / V_gon);
     const double C_clo = ((1000.0 * Clo) / V_clo);
     const double C_tam = ((1000.0 * Tam) / V_tam);
@@ -662,10 +677,10 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
     (void)d;
     const double F_gon = p[15];
     const double tau_z = p[36];
-    const double F_TE = p[95];
-    const double F_TC = p[97];
-    const double F_gel = p[99];
-    const double F_fshx = p[106];
+    const double F_TE = p[96];
+    const double F_TC = p[98];
+    const double F_gel = p[100];
+    const double F_fshx = p[107];
     switch (drug) {
     case 0: /* testosterone_enanthate */
         y[21] += (F_TE) * amount;

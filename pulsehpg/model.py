@@ -31,7 +31,7 @@ __all__ = [
 
 N_STAGES = 20  # spermatogenic stages: a chain, not a single lag (Erlang transit)
 N_EPI = 3  # epididymal compartments
-DEATH_STAGES = range(5, 12)  # spermatocytes and round spermatids: hormone-dependent apoptosis
+DEATH_STAGES = range(3, 10)  # spermatocytes (meiosis): hormone-dependent apoptosis
 EARLY_STAGES = range(0, 5)  # spermatogonia/early spermatocytes: seen by inhibin B
 
 
@@ -107,7 +107,7 @@ VARS: tuple[Var, ...] = (
     Var("relL", "k_relL * S * PL", "LH release, IU/L/h"),
     Var("synL", "sig_L * sensP * (b_L + (1.0 - b_L) * s / (s + K_sL))"),
     Var("synF", "sig_F * sensP / (1.0 + aI_F * InhB / Inh_ref)"
-        " * (b_F + (1.0 - b_F) * s / (s + K_sF)) / (1.0 + z / z_F)"),
+        " * (b_F + (1.0 - b_F) * s**2 / (s**2 + K_sF**2)) / (1.0 + z / z_F)"),
     Var("relF", "(k_cF + k_relF * S) * PF", "FSH release, IU/L/h"),
     Var("F_tot", "F + FSHx", "serum FSH, endogenous and drug, IU/L"),
     # Leydig cells
@@ -122,17 +122,17 @@ VARS: tuple[Var, ...] = (
     Var("T_testis", "vr * k_itt * ITT / (LN2 / t_T)", "serum-T equivalent of testicular output"),
     # Sertoli cells and spermatogenesis
     Var("hF_ser", "F_tot / (F_tot + K_serF)"),
-    Var("hT_ser", "ITT / (ITT + K_serT)"),
+    Var("hT_ser", "Atub / (Atub + K_serT)"),
     Var("ser_tgt", "(b_ser + (1.0 - b_ser) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
     Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser / (Ser + K_ssc)"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),
-    Var("entry", "k_st * tf * testis_on * Nssc * Ser * ITT**2 / (ITT**2 + K_eT**2)",
+    Var("entry", "k_st * tf * testis_on * Nssc * Ser * Atub**2 / (Atub**2 + K_eT**2)",
         "germ-cell entry, stages/h"),
-    Var("death", "d_max * (1.0 - ITT**4 / (ITT**4 + K_dT**4))",
+    Var("death", "d_max * (1.0 - Atub**8 / (Atub**8 + K_dT**8))",
         "apoptosis of hormone-dependent germ cells, 1/h"),
     Var("early_gc", f"({_early}) / {len(EARLY_STAGES)}.0"),
-    Var("mot_tgt", "ITT / (ITT + K_mT) * ((1.0 - f_mF) + f_mF * F_tot / (F_tot + K_mF))"),
+    Var("mot_tgt", "Atub / (Atub + K_mT) * ((1.0 - f_mF) + f_mF * F_tot / (F_tot + K_mF))"),
 )
 
 # ---------------------------------------------------------------------------
@@ -144,7 +144,7 @@ _fast = [
           meaning="gonadorelin in the subcutaneous depot"),
     State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
           meaning="gonadorelin in plasma"),
-    State("Ra", "1", 1.0, "k_rec * (1.0 - theta)**2 * (1.0 - Ra) - k_des * theta * Ra + k_rec * Ra",
+    State("Ra", "1", 1.0, "k_rec * (1.0 - theta)**4 * (1.0 - Ra) - k_des * theta * Ra + k_rec * Ra",
           "k_rec", meaning="responsive (non-desensitized) GnRH receptor fraction; "
           "recovery needs unbound receptor"),
     State("s", "1", 0.1, "S / tau_s", "1.0 / tau_s",
@@ -156,7 +156,7 @@ _fast = [
           meaning="serum LH, slow component"),
     State("PF", "IU/L", 10.0, "synF - relF", "k_degF", meaning="pituitary FSH pool"),
     State("F", "IU/L", 4.0, "relF", "LN2 / t_FSH", meaning="serum FSH (endogenous)"),
-    State("Lr", "1", 1.0, "1.0 / t_recL - k_downL * phi**4 * Lr", "1.0 / t_recL",
+    State("Lr", "1", 1.0, "1.0 / t_recL - k_downL * phi**6 * Lr", "1.0 / t_recL",
           meaning="functional Leydig LH receptor fraction"),
     State("St", "1", 0.5, "sigLH**2 / (sigLH**2 + K_st**2) / tau_st", "1.0 / tau_st",
           meaning="steroidogenic activity (lags the LH receptor signal)"),
@@ -194,6 +194,8 @@ _drugs = [
           "anastrozole in body"),
 ]
 _slow = [
+    State("Atub", "nmol/L", 1100.0, "ITT / tau_A", "1.0 / tau_A", True,
+          "androgen action in the seminiferous tubules (ITT averaged by AR signalling)"),
     State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
           "1.0 / tau_cap", True, "Leydig trophic capacity"),
     State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function"),
