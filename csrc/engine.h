@@ -59,22 +59,26 @@ static inline void ph_etd_coeffs(double k, double h, double *c, int stride) {
     c[stride] = e2;
     double f1, f2, f3, phi_half;
     if (fabs(z) < 0.5) {
-        double zn = 1.0, fact = 6.0; /* z^(n-3), n! from n = 3 */
-        f1 = f2 = f3 = 0.0;
-        for (int n = 3; n < 20; n++) {
-            f1 += (double)((n - 2) * (n - 2)) / fact * zn;
-            f2 += (double)(n - 2) / fact * zn;
-            f3 += (double)(4 - n) / fact * zn;
-            zn *= z;
-            fact *= (double)(n + 1);
-        }
-        /* phi1(z/2) = sum (z/2)^(n-1)/n! */
-        double x = 0.5 * z, xn = 1.0, f = 1.0;
-        phi_half = 0.0;
-        for (int n = 1; n < 20; n++) {
-            f *= (double)n;
-            phi_half += xn / f;
-            xn *= x;
+        /* Horner on 10 terms: truncation below 0.5^10/13! (< 2e-13) */
+        static const double C1[10] = {1.0 / 6, 4.0 / 24, 9.0 / 120, 16.0 / 720, 25.0 / 5040,
+                                      36.0 / 40320, 49.0 / 362880, 64.0 / 3628800,
+                                      81.0 / 39916800, 100.0 / 479001600};
+        static const double C2[10] = {1.0 / 6, 2.0 / 24, 3.0 / 120, 4.0 / 720, 5.0 / 5040,
+                                      6.0 / 40320, 7.0 / 362880, 8.0 / 3628800,
+                                      9.0 / 39916800, 10.0 / 479001600};
+        static const double C3[10] = {1.0 / 6, 0.0, -1.0 / 120, -2.0 / 720, -3.0 / 5040,
+                                      -4.0 / 40320, -5.0 / 362880, -6.0 / 3628800,
+                                      -7.0 / 39916800, -8.0 / 479001600};
+        /* phi1(x) = sum x^(n-1)/n!, n = 1.. */
+        static const double CP[10] = {1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720,
+                                      1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800};
+        const double x = 0.5 * z;
+        f1 = f2 = f3 = phi_half = 0.0;
+        for (int n = 9; n >= 0; n--) {
+            f1 = f1 * z + C1[n];
+            f2 = f2 * z + C2[n];
+            f3 = f3 * z + C3[n];
+            phi_half = phi_half * x + CP[n];
         }
     } else {
         const double z3 = z * z * z;

@@ -42,6 +42,11 @@ class Layout:
     derived: tuple[model.Var, ...]  # param-only vars (clearances come first, unnamed)
     dynamic: tuple[model.Var, ...]  # vars that depend on the state
     outputs: tuple[str, ...]
+    # the model's expressions with their parameter-only parts moved into `derived`
+    rates: tuple[str, ...]
+    pulse: tuple[str, ...]  # interval mean, mass mean, interval shape, mass CV
+    output_exprs: tuple[str, ...]
+    output_vars: tuple[model.Var, ...]
 
     @property
     def n_derived(self) -> int:
@@ -52,6 +57,35 @@ class Layout:
 
     def param_index(self, sym: str) -> int:
         return self.params.index(sym)
+
+
+class _Hoister(ast.NodeTransformer):
+    """Replace sub-expressions of parameters only by names of derived quantities."""
+
+    def __init__(self, const: set[str], table: dict[str, str]):
+        self.const, self.table = const, table
+
+    def _is_const(self, node) -> bool:
+        names = [n.id for n in ast.walk(node) if isinstance(n, ast.Name)]
+        calls = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call)}
+        return bool(names) and set(names) - calls <= self.const
+
+    def _name(self, node) -> ast.Name:
+        name = self.table.setdefault(ast.unparse(node), f"_k{len(self.table)}")
+        return ast.copy_location(ast.Name(name, ast.Load()), node)
+
+    def visit(self, node):
+        if isinstance(node, (ast.BinOp, ast.Call, ast.UnaryOp)) and self._is_const(node):
+            return self._name(node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) \
+                and self._is_const(node.right):
+            # x / c -> x * (1 / c): a multiplication in the hot loop, the division once
+            inv = ast.BinOp(ast.Constant(1.0), ast.Div(), node.right)
+            return ast.BinOp(self.visit(node.left), ast.Mult(), self._name(inv))
+        return self.generic_visit(node)
+
+    def __call__(self, expr: str) -> str:
+        return ast.unparse(self.visit(ast.parse(expr, mode="eval")))
 
 
 def _build_layout() -> Layout:
@@ -74,8 +108,21 @@ def _build_layout() -> Layout:
                 raise ValueError(f"state {s.name}: unknown names {sorted(unknown)}")
         if not _names(s.clearance) <= param_like:
             raise ValueError(f"state {s.name}: clearance must depend on parameters only")
+    # accel multiplies slow rates outside the expressions: never hoist it with them
+    table: dict[str, str] = {}
+    hoist = _Hoister(param_like - {"accel"}, table)
+    dynamic = [model.Var(v.name, hoist(v.expr), v.meaning) for v in dynamic]
+    rates = tuple(hoist(s.rate) for s in model.STATES)
+    pg = model.PULSE
+    pulse = tuple(hoist(e) for e in (pg.interval_mean, pg.mass_mean, pg.interval_shape,
+                                      pg.mass_cv))
+    output_vars = tuple(model.Var(v.name, hoist(v.expr), v.meaning) for v in model.OUTPUT_VARS)
+    output_exprs = tuple(hoist(o.expr) for o in model.OUTPUTS)
+    derived += [model.Var(name, src, "parameter-only part of an expression")
+                for src, name in table.items()]
     return Layout(states, params, inputs, tuple(derived), tuple(dynamic),
-                  tuple(o.name for o in model.OUTPUTS))
+                  tuple(o.name for o in model.OUTPUTS), rates, pulse, output_exprs,
+                  output_vars)
 
 
 LAYOUT = _build_layout()
@@ -176,18 +223,18 @@ def _body(lang: str) -> dict[str, list[str]]:
     out["derived"] = lines
 
     # rate (without clearance)
-    rates = [s.rate for s in model.STATES]
+    rates = list(L.rates)
     used, needed = closure(rates, L.dynamic)
     used |= {"accel"}
     lines = unpack_params(used) + unpack_derived(used) + unpack_states(used) + unpack_inputs(used)
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
     for i, s in enumerate(model.STATES):
-        lines.append(f"r[{i}] = ({em.emit(s.rate)}){_slow_factor(s)}{end}")
+        lines.append(f"r[{i}] = ({em.emit(L.rates[i])}){_slow_factor(s)}{end}")
     out["rate"] = lines
 
     # pulse generator: mean interval and mass, shape and CV
     pg = model.PULSE
-    exprs = [pg.interval_mean, pg.mass_mean, pg.interval_shape, pg.mass_cv]
+    exprs = list(L.pulse)
     used, needed = closure(exprs, L.dynamic)
     lines = unpack_params(used) + unpack_derived(used) + unpack_states(used)
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
@@ -207,12 +254,12 @@ def _body(lang: str) -> dict[str, list[str]]:
     out["marker_used"] = sorted(set().union(*(_names(e) for _, e in pg.counts)))
 
     # outputs
-    exprs = [o.expr for o in model.OUTPUTS]
-    vars_all = L.dynamic + model.OUTPUT_VARS
+    exprs = list(L.output_exprs)
+    vars_all = L.dynamic + L.output_vars
     used, needed = closure(exprs, vars_all)
     lines = unpack_params(used) + unpack_derived(used) + unpack_states(used) + unpack_inputs(used)
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
-    lines += [f"o[{k}] = {em.emit(o.expr)}{end}" for k, o in enumerate(model.OUTPUTS)]
+    lines += [f"o[{k}] = {em.emit(e)}{end}" for k, e in enumerate(L.output_exprs)]
     out["outputs"] = lines
     return out
 
