@@ -124,7 +124,7 @@ VARS: tuple[Var, ...] = (
     Var("hF_ser", "F_tot / (F_tot + K_serF)"),
     Var("hT_ser", "Atub / (Atub + K_serT)"),
     Var("ser_tgt", "(b_ser + (1.0 - b_ser) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
-    Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser / (Ser + K_ssc)"),
+    Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2)"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),
     Var("entry", "k_st * tf * testis_on * Nssc * Ser * Atub**2 / (Atub**2 + K_eT**2)",
@@ -199,9 +199,10 @@ _slow = [
     State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
           "1.0 / tau_cap", True, "Leydig trophic capacity"),
     State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function"),
-    State("Nssc", "1", 0.7, "ssc_tgt / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))",
-          "1.0 / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))", True,
-          "spermatogonial (stem-cell niche) activity"),
+    State("Nssc", "1", 0.7,
+          "Nssc * (1.0 - Nssc / ssc_tgt) / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))",
+          "0.0", True, "spermatogonial (stem-cell) pool: logistic self-renewal towards the "
+          "capacity Sertoli support allows"),
     State("Mq", "1", 0.8, "mot_tgt / dur_epi", "1.0 / dur_epi", True,
           "epididymal maturation quality (motility)"),
 ]

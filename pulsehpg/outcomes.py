@@ -1,0 +1,98 @@
+"""Per-patient outcomes of a regimen and cohort Kaplan-Meier curves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SPERM_THRESHOLDS", "LH_NORMAL", "T_NORMAL", "time_to_event", "kaplan_meier",
+           "patient_outcomes"]
+
+SPERM_THRESHOLDS = (1.0, 5.0, 15.0, 20.0)  # M/mL
+LH_NORMAL = 1.5  # IU/L, lower reference limit
+T_NORMAL = 264.0  # ng/dL, Travison 2017 lower limit
+
+
+def time_to_event(times: np.ndarray, hit: np.ndarray, t0: np.ndarray, valid: np.ndarray):
+    """First visit at or after t0 where ``hit`` holds, in days after t0.
+
+    Returns (time, event): time of the event, or of the last valid visit (censored).
+    Patients with no valid visit after t0 get NaN.
+    """
+    after = (times >= t0[:, None] - 1e-9) & valid
+    ev = hit & after
+    has = ev.any(axis=1)
+    first = np.where(has, times[np.arange(times.shape[0]), np.argmax(ev, axis=1)], np.nan)
+    last = np.where(after, times, -np.inf).max(axis=1)
+    t = np.where(has, first, np.where(np.isfinite(last), last, np.nan))
+    return (t - t0) / 24.0, has
+
+
+def kaplan_meier(time: np.ndarray, event: np.ndarray):
+    """Product-limit estimate of the fraction *with* the event by time t.
+
+    Returns (t, fraction) at the distinct event times (NaN times are excluded).
+    """
+    ok = np.isfinite(time)
+    t, e = time[ok], event[ok]
+    order = np.lexsort((~e, t))  # events before censorings at equal times
+    t, e = t[order], e[order]
+    at_risk = t.size - np.arange(t.size)
+    surv, ts, fs = 1.0, [], []
+    for ti in np.unique(t[e]):
+        d = np.sum((t == ti) & e)
+        n = at_risk[np.searchsorted(t, ti)]
+        surv *= 1.0 - d / n
+        ts.append(ti)
+        fs.append(1.0 - surv)
+    return np.array(ts), np.array(fs)
+
+
+def fraction_by(time: np.ndarray, event: np.ndarray, at: float) -> float:
+    """Kaplan-Meier fraction with the event by time ``at``."""
+    ts, fs = kaplan_meier(time, event)
+    k = np.searchsorted(ts, at, side="right")
+    return float(fs[k - 1]) if k > 0 else 0.0
+
+
+def patient_outcomes(run, end_obs: dict[str, np.ndarray],
+                     baseline_sperm: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Outcome table (1-D per patient) of a finished RegimenRun.
+
+    Sperm thresholds are capped at the patient's own baseline concentration (true
+    value at the cohort's start) when that is lower: recovery is a return to
+    the threshold or to baseline (Liu 2006).
+    """
+    sc = run.scenario
+    n = run.n
+    if sc.time_zero_phase:
+        t0 = run.entered[sc.time_zero_phase] + sc.time_zero_offset
+    else:
+        t0 = np.full(n, sc.time_zero_offset)
+    times = run.visit_time
+    labs = run.visit_labs
+    out: dict[str, np.ndarray] = {"time_zero_h": t0}
+    semen = np.isfinite(labs["sperm_conc"])
+    base = np.full(n, np.inf) if baseline_sperm is None else baseline_sperm
+    out["baseline_sperm_conc"] = base
+    for thr in SPERM_THRESHOLDS:
+        target = np.minimum(thr, base)[:, None]
+        t, ev = time_to_event(times, labs["sperm_conc"] >= target, t0, semen)
+        key = f"sperm_ge_{thr:g}"
+        out[f"days_to_{key}"], out[f"event_{key}"] = t, ev
+    for name, lab, thr in (("lh_normal", "lh", LH_NORMAL), ("t_normal", "t_total", T_NORMAL)):
+        t, ev = time_to_event(times, labs[lab] >= thr, t0, np.isfinite(labs[lab]))
+        out[f"days_to_{name}"], out[f"event_{name}"] = t, ev
+    with np.errstate(all="ignore"):
+        for k, v in labs.items():
+            has = np.isfinite(v).any(axis=1)
+            out[f"nadir_{k}"] = np.where(has, np.nanmin(np.where(np.isfinite(v), v, np.inf), 1),
+                                         np.nan)
+            out[f"peak_{k}"] = np.where(has, np.nanmax(np.where(np.isfinite(v), v, -np.inf), 1),
+                                        np.nan)
+    for k, v in end_obs.items():
+        out[f"end_{k}"] = v
+    out["ended_at_h"] = run.ended_at
+    for key in run.rule_first:
+        out[f"rule_{key}_first_h"] = run.rule_first[key]
+        out[f"rule_{key}_count"] = run.rule_count[key].astype(float)
+    return out

@@ -1,0 +1,402 @@
+"""Regimens driven by SimPy: phases, doses, clinic visits and protocol rules.
+
+One SimPy environment drives a whole cohort. Patients who are in the same phase
+since the same moment form a *group*, run by one SimPy process that gives the
+phase's doses and holds its visits; rules fire for subsets of a group (boolean
+masks), which can start or stop drugs, change doses, move patients to another
+phase (a new group) or end their follow-up. The cohort itself stays one
+vectorized object that is advanced to each event time. Decisions live here; the
+physiology lives in the core.
+
+Order of events at the same instant (documented, tested):
+  1. visits (labs are drawn before any dose at that time: trough levels),
+     then the rules that look at them, whose actions take effect at once;
+  2. drug stops;
+  3. doses and drug starts;
+  4. the end of the phase (the next phase then starts at that same time).
+Different groups at the same instant are independent (they hold different patients).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import simpy
+
+from . import labs as labs_mod
+from .cohort import DRUG_NAMES, Cohort
+from .nonmem import expand_records
+from .scenario import Action, DrugPlan, Phase, Scenario
+from .schedule import Schedule
+
+__all__ = ["RegimenRun", "VisitResult", "LAB_VARIABLES"]
+
+LAB_VARIABLES = ("lh", "fsh", "t_total", "t_free", "e2", "inhibin_b", "sperm_conc", "motility")
+_VISIT, _STOP, _DOSE, _END = 0, 1, 2, 3
+
+
+@dataclass
+class VisitResult:
+    """What a rule sees at a visit: labs of the patients seen (NaN elsewhere)."""
+
+    time: float  # h since the cohort's start
+    phase: str
+    seen: np.ndarray  # bool mask of patients seen at this visit
+    labs: dict[str, np.ndarray]
+    days_in_phase: float
+
+    def values(self) -> dict[str, np.ndarray]:
+        n = self.seen.size
+        v = dict(self.labs)
+        v["days_in_phase"] = np.full(n, self.days_in_phase)
+        v["weeks_in_phase"] = v["days_in_phase"] / 7.0
+        v["months_in_phase"] = v["days_in_phase"] / 30.4375
+        v["weeks"] = np.full(n, self.time / 168.0)
+        v["months"] = np.full(n, self.time / 730.5)
+        return v
+
+
+@dataclass
+class _DrugRun:
+    drug: str
+    dose: np.ndarray  # per patient
+    schedule: Schedule
+    mask: np.ndarray
+    start: float
+    stop: float
+
+
+@dataclass
+class _Group:
+    phase_index: int
+    phase: Phase
+    t0: float
+    mask: np.ndarray
+    runs: list = field(default_factory=list)
+    hits: dict = field(default_factory=dict)  # rule name -> visits at which it held
+    fired: dict = field(default_factory=dict)
+
+
+class RegimenRun:
+    """Run a scenario's regimen on a cohort.
+
+    ``rules`` maps a phase name to Python callables ``f(VisitResult) -> iterable of
+    (action, mask)`` evaluated after the phase's own rules at each of its visits
+    (an action is a :class:`pulsehpg.scenario.Action` or a dict such as
+    ``{'action': 'add_drug', 'drug': 'hcg', 'dose': 1500, 'schedule': 'twice weekly'}``).
+    ``processes`` are callables ``f(run) -> generator`` started as SimPy processes;
+    they can use ``run.env``, ``run.cohort`` (call ``run.sync()`` before acting) and
+    ``run.visit(mask, labs)``.
+    """
+
+    def __init__(self, scenario: Scenario, cohort: Cohort, *,
+                 rules: dict[str, list[Callable]] | None = None,
+                 processes: tuple[Callable, ...] = ()):
+        self.scenario, self.cohort = scenario, cohort
+        self.env = simpy.Environment()
+        n = cohort.n
+        self.n = n
+        self.active = np.ones(n, dtype=bool)
+        self.ended_at = np.full(n, np.nan)
+        self.entered = {p.name: np.full(n, np.nan) for p in scenario.phases}
+        self.rule_first: dict[str, np.ndarray] = {}
+        self.rule_count: dict[str, np.ndarray] = {}
+        for p in scenario.phases:
+            for r in p.rules:
+                self.rule_first[f"{p.name}.{r.name}"] = np.full(n, np.nan)
+                self.rule_count[f"{p.name}.{r.name}"] = np.zeros(n, dtype=np.int32)
+        self.custom_rules = rules or {}
+        for name in self.custom_rules:
+            scenario.phase(name)  # KeyError -> caller validates
+        self.processes = processes
+        self._infusion = np.zeros((n, len(DRUG_NAMES)))
+        self._seq = itertools.count()
+        # visit log: grows by doubling
+        self._cap = 8
+        self.visit_count = np.zeros(n, dtype=np.int64)
+        self.visit_time = np.full((n, self._cap), np.nan)
+        self.visit_phase = np.full((n, self._cap), -1, dtype=np.int32)
+        self.visit_labs = {k: np.full((n, self._cap), np.nan) for k in LAB_VARIABLES}
+        self.horizon = max(scenario.duration, self._records_end())
+
+    # -- running ---------------------------------------------------------------
+    def run(self) -> RegimenRun:
+        if self.scenario.phases:
+            self.env.process(self._group(0, np.ones(self.n, dtype=bool)))
+        if self.scenario.dose_records:
+            self.env.process(self._records())
+        for f in self.processes:
+            self.env.process(f(self))
+        self.env.run(until=self.horizon)
+        self.sync()
+        self.cohort.advance_to(self.horizon)
+        return self
+
+    def sync(self) -> None:
+        """Advance the cohort to the environment's clock."""
+        if self.env.now > self.cohort.t:
+            self.cohort.advance_to(self.env.now)
+
+    def _records_end(self) -> float:
+        if not self.scenario.dose_records:
+            return 0.0
+        events, visits = expand_records(self.scenario.dose_records)
+        return max([t for t, *_ in events] + [t for t, _ in visits] + [0.0])
+
+    # -- a phase, for a group of patients ------------------------------------------
+    def _group(self, index: int, mask: np.ndarray):
+        env, phase = self.env, self.scenario.phases[index]
+        g = _Group(index, phase, env.now, mask.copy())
+        self.entered[phase.name][g.mask & np.isnan(self.entered[phase.name])] = env.now
+        end = g.t0 + phase.duration
+        heap: list = []
+        for vp in phase.visits:
+            for tv in vp.times:
+                heapq.heappush(heap, (g.t0 + tv, _VISIT, next(self._seq), "visit", vp.labs))
+        for plan in phase.drugs:
+            self._start_run(g, heap, plan, g.mask)
+        heapq.heappush(heap, (end, _END, next(self._seq), "end", None))
+        while heap:
+            t, _, _, kind, payload = heapq.heappop(heap)
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            self.sync()
+            if not g.mask.any():
+                return  # every patient has left this phase (rules)
+            members = g.mask & self.active
+            if kind == "visit":
+                if members.any():
+                    self._visit(g, members, payload, heap)
+            elif kind == "dose":
+                run = payload
+                give = run.mask & g.mask & self.active
+                if give.any():
+                    self.cohort.dose(run.drug, run.dose * give)
+                nxt = self._next_dose_time(run, t)
+                if nxt is not None:
+                    heapq.heappush(heap, (nxt, _DOSE, next(self._seq), "dose", run))
+            elif kind == "start":
+                self._begin_continuous(payload, payload.mask & g.mask & self.active)
+            elif kind == "stop":
+                self._end_continuous(payload, payload.mask & g.mask)
+                payload.mask[:] = False
+            elif kind == "end":
+                for run in g.runs:
+                    self._end_continuous(run, run.mask & g.mask)
+                leaving = g.mask.copy()
+                g.mask[:] = False
+                self._leave_to_next(index, phase, leaving)
+                return
+
+    def _start_run(self, g: _Group, heap, plan: DrugPlan, mask: np.ndarray, now=None):
+        now = self.env.now if now is None else now
+        start = now + plan.start
+        stop = min(now + plan.stop, g.t0 + g.phase.duration)
+        run = _DrugRun(plan.drug, np.full(self.n, plan.dose), plan.schedule, mask.copy(),
+                       start, stop)
+        g.runs.append(run)
+        s = plan.schedule
+        if s.kind in ("pump", "continuous"):
+            heapq.heappush(heap, (start, _DOSE, next(self._seq), "start", run))
+            heapq.heappush(heap, (stop, _STOP, next(self._seq), "stop", run))
+        else:
+            first = self._first_dose_time(run)
+            if first is not None:
+                heapq.heappush(heap, (first, _DOSE, next(self._seq), "dose", run))
+
+    @staticmethod
+    def _first_dose_time(run: _DrugRun):
+        s = run.schedule
+        if s.kind == "times":
+            ts = [run.start + o for o in s.offsets if run.start + o < run.stop]
+            return ts[0] if ts else None
+        return run.start if run.start < run.stop else None
+
+    @staticmethod
+    def _next_dose_time(run: _DrugRun, t: float):
+        s = run.schedule
+        if s.kind == "once":
+            return None
+        if s.kind == "times":
+            later = [run.start + o for o in s.offsets if run.start + o > t + 1e-9]
+        else:
+            k = math.floor((t - run.start) / s.period + 1e-9)
+            base = run.start + k * s.period
+            later = [base + o for o in s.offsets if base + o > t + 1e-9]
+            later += [base + s.period + o for o in s.offsets]
+        later = [x for x in later if x < run.stop - 1e-9]
+        return min(later) if later else None
+
+    def _begin_continuous(self, run: _DrugRun, mask: np.ndarray):
+        if not mask.any():
+            return
+        if run.schedule.kind == "pump":
+            self.cohort.set_pump(run.drug, run.dose, run.schedule.period, mask=mask)
+        else:
+            j = DRUG_NAMES.index(run.drug)
+            self._infusion[mask, j] += run.dose[mask]
+            self.cohort.start_infusion(run.drug, self._infusion[:, j], mask=mask)
+
+    def _end_continuous(self, run: _DrugRun, mask: np.ndarray):
+        if run.schedule.kind not in ("pump", "continuous") or not mask.any():
+            return
+        if run.schedule.kind == "pump":
+            self.cohort.stop_pump(run.drug, mask=mask)
+        else:
+            j = DRUG_NAMES.index(run.drug)
+            self._infusion[mask, j] = np.maximum(self._infusion[mask, j] - run.dose[mask], 0.0)
+            self.cohort.start_infusion(run.drug, self._infusion[:, j], mask=mask)
+
+    def _leave_to_next(self, index: int, phase: Phase, mask: np.ndarray):
+        mask = mask & self.active
+        if not mask.any():
+            return
+        names = [p.name for p in self.scenario.phases]
+        if phase.next == "end":
+            nxt = None
+        elif phase.next:
+            nxt = names.index(phase.next)
+        else:
+            nxt = index + 1 if index + 1 < len(names) else None
+        if nxt is None:
+            self._end_follow_up(mask)
+        else:
+            self.env.process(self._group(nxt, mask))
+
+    def _end_follow_up(self, mask: np.ndarray):
+        self.active[mask] = False
+        self.ended_at[mask] = self.env.now
+
+    # -- visits and rules --------------------------------------------------------------
+    def visit(self, seen: np.ndarray, tests, phase_index: int = -1) -> dict[str, np.ndarray]:
+        """Measure labs now for the patients in ``seen``; log and return them."""
+        self.sync()
+        obs = self.cohort.observe()
+        stamp = int(round(self.env.now * 60))  # noise keyed by (patient, minute of visit)
+        measured = labs_mod.measure(obs, self.cohort.params, self.cohort.keys, stamp, tests)
+        out = {k: np.full(self.n, np.nan) for k in LAB_VARIABLES}
+        for k, v in measured.items():
+            out[k][seen] = v[seen]
+        self._log_visit(seen, out, phase_index)
+        return out
+
+    def _log_visit(self, seen, values, phase_index):
+        idx = self.visit_count[seen]
+        if idx.size and idx.max() >= self._cap:
+            grow = self._cap
+            self.visit_time = np.pad(self.visit_time, ((0, 0), (0, grow)), constant_values=np.nan)
+            self.visit_phase = np.pad(self.visit_phase, ((0, 0), (0, grow)), constant_values=-1)
+            for k in self.visit_labs:
+                self.visit_labs[k] = np.pad(self.visit_labs[k], ((0, 0), (0, grow)),
+                                            constant_values=np.nan)
+            self._cap += grow
+        rows = np.flatnonzero(seen)
+        self.visit_time[rows, idx] = self.env.now
+        self.visit_phase[rows, idx] = phase_index
+        for k, v in values.items():
+            self.visit_labs[k][rows, idx] = v[rows]
+        self.visit_count[seen] += 1
+
+    def _visit(self, g: _Group, seen: np.ndarray, tests, heap):
+        labs = self.visit(seen, tests, g.phase_index)
+        result = VisitResult(self.env.now, g.phase.name, seen, labs,
+                             (self.env.now - g.t0) / 24.0)
+        values = result.values()
+        for rule in g.phase.rules:
+            held = rule.when.evaluate(values) & seen
+            hits = g.hits.setdefault(rule.name, np.zeros(self.n, dtype=np.int32))
+            hits += held
+            fired = g.fired.setdefault(rule.name, np.zeros(self.n, dtype=bool))
+            fire = held & (hits >= rule.count) & g.mask & self.active
+            if rule.once:
+                fire &= ~fired
+            if not fire.any():
+                continue
+            fired |= fire
+            key = f"{g.phase.name}.{rule.name}"
+            first = self.rule_first[key]
+            first[fire & np.isnan(first)] = self.env.now
+            self.rule_count[key] += fire
+            for action in rule.actions:
+                self._apply(g, action, fire, heap)
+        for f in self.custom_rules.get(g.phase.name, ()):
+            for action, mask in f(result) or ():
+                if isinstance(action, dict):
+                    action = _action_from_dict(action)
+                m = np.asarray(mask, dtype=bool) & g.mask & self.active
+                if m.any():
+                    self._apply(g, action, m, heap)
+
+    def _apply(self, g: _Group, a: Action, fire: np.ndarray, heap):
+        if a.kind == "add_drug":
+            plan = DrugPlan(a.drug, a.dose, a.schedule)
+            self._start_run(g, heap, plan, fire)
+        elif a.kind == "stop_drug":
+            for run in g.runs:
+                if run.drug == a.drug:
+                    self._end_continuous(run, run.mask & fire)
+                    run.mask &= ~fire
+        elif a.kind == "set_dose":
+            for run in g.runs:
+                if run.drug == a.drug:
+                    change = run.mask & fire
+                    if run.schedule.kind in ("pump", "continuous") and change.any():
+                        self._end_continuous(run, change)
+                        run.dose[change] = a.dose
+                        if run.start <= self.env.now < run.stop:
+                            self._begin_continuous(run, change)
+                    else:
+                        run.dose[change] = a.dose
+        elif a.kind in ("goto", "end"):
+            for run in g.runs:
+                self._end_continuous(run, run.mask & fire & g.mask)
+            g.mask &= ~fire
+            if a.kind == "end":
+                self._end_follow_up(fire)
+            else:
+                names = [p.name for p in self.scenario.phases]
+                self.env.process(self._group(names.index(a.phase), fire))
+
+    # -- dose records (NONMEM-style tables) -------------------------------------------------
+    def _records(self):
+        events, visits = expand_records(self.scenario.dose_records)
+        order = {"visit": _VISIT, "infusion_stop": _STOP, "dose": _DOSE, "infusion_start": _DOSE}
+        timeline = [(t, _VISIT, "visit", p, "", 0.0) for t, p in visits]
+        timeline += [(t, order[k], k, p, d, v) for t, k, p, d, v in events]
+        timeline.sort(key=lambda e: (e[0], e[1]))
+        for (t, _), items in itertools.groupby(timeline, key=lambda e: (e[0], e[1])):
+            items = list(items)
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            self.sync()
+            if items[0][2] == "visit":
+                seen = np.zeros(self.n, dtype=bool)
+                seen[[i[3] for i in items if i[3] < self.n]] = True
+                self.visit(seen & self.active, labs_mod.LAB_TESTS)
+                continue
+            for kind, drug in {(i[2], i[4]) for i in items}:
+                amount = np.zeros(self.n)
+                for i in items:
+                    if i[2] == kind and i[4] == drug and i[3] < self.n:
+                        amount[i[3]] += i[5]
+                j = DRUG_NAMES.index(drug)
+                if kind == "dose":
+                    self.cohort.dose(drug, amount)
+                else:
+                    mask = amount > 0
+                    sign = 1.0 if kind == "infusion_start" else -1.0
+                    self._infusion[mask, j] = np.maximum(
+                        self._infusion[mask, j] + sign * amount[mask], 0.0)
+                    self.cohort.start_infusion(drug, self._infusion[:, j], mask=mask)
+
+
+def _action_from_dict(d: dict) -> Action:
+    from .scenario import _action, _Reader
+
+    names = list(d.get("phase", "")) and [d["phase"]]
+    return _action(_Reader(""), d, "action", names)

@@ -1,0 +1,126 @@
+"""Run a scenario: build its cohort, drive the regimen, collect outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .cohort import Cohort
+from .outcomes import SPERM_THRESHOLDS, fraction_by, kaplan_meier, patient_outcomes
+from .params import REGISTRY
+from .regimen import LAB_VARIABLES, RegimenRun
+from .scenario import Distribution, Scenario, load_scenario
+
+__all__ = ["run", "RunResult", "build_cohort"]
+
+_INDEX = {p.name: i for i, p in enumerate(REGISTRY)}
+_COVARIATE_STREAM = 2
+
+
+def _draw(dist: Distribution, z: np.ndarray, u: np.ndarray) -> np.ndarray:
+    if dist.kind == "fixed":
+        v = np.full(z.shape, dist.a)
+    elif dist.kind == "uniform":
+        v = dist.a + (dist.b - dist.a) * u
+    elif dist.kind == "normal":
+        v = dist.a + dist.b * z
+    else:
+        v = dist.a * np.exp(np.sqrt(np.log1p(dist.b**2)) * z)
+    return np.clip(v, dist.low, dist.high)
+
+
+def build_cohort(scenario: Scenario, n: int | None = None, seed=None, *, patients=None,
+                 threads: int = 1) -> Cohort:
+    """The scenario's cohort: phenotype, parameter overrides, covariate distributions."""
+    spec = scenario.cohort
+    if patients is None:
+        patients = np.arange(spec.n if n is None else n)
+    seed = spec.seed if seed is None else seed
+    probe = Cohort(patients=patients, phenotype=spec.phenotype, seed=seed, equilibrate=False,
+                   variability=False)
+    overrides = dict(spec.params)
+    if spec.covariates:
+        z = _core.normals(probe.keys, len(REGISTRY), _COVARIATE_STREAM)
+        u = _core.uniforms(probe.keys, len(REGISTRY), _COVARIATE_STREAM + 1)
+        for name, dist in spec.covariates.items():
+            k = _INDEX[name]
+            overrides[name] = _draw(dist, z[:, k], u[:, k])
+    return Cohort(patients=patients, phenotype=spec.phenotype, seed=seed, params=overrides,
+                  variability=spec.variability or True, deterministic=spec.deterministic,
+                  threads=threads)
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    cohort: Cohort
+    regimen: RegimenRun
+    outcomes: dict[str, np.ndarray]
+
+    @property
+    def visits(self) -> dict[str, np.ndarray]:
+        r = self.regimen
+        out = {"time_h": r.visit_time, "phase": r.visit_phase.astype(np.int32)}
+        out.update(r.visit_labs)
+        return out
+
+    def recovery(self, threshold: float = 20.0):
+        """Kaplan-Meier (days, fraction) of time to sperm >= threshold M/mL."""
+        key = f"sperm_ge_{threshold:g}"
+        return kaplan_meier(self.outcomes[f"days_to_{key}"], self.outcomes[f"event_{key}"])
+
+    def summary(self) -> str:
+        sc, r = self.scenario, self.regimen
+        lines = [f"{sc.name}: {self.cohort.n} patients ({sc.cohort.phenotype}), "
+                 f"follow-up {r.horizon / 730.5:.1f} months"]
+        head = f"  {'phase':<22}{'seen':>6}{'LH':>7}{'FSH':>7}{'T ng/dL':>9}{'E2':>7}" \
+               f"{'sperm':>8}{'azoo':>7}"
+        lines.append("  median labs at each patient's last visit of the phase")
+        lines.append(head)
+        for i, p in enumerate(sc.phases):
+            last = _last_visit_values(r, i)
+            if last is None:
+                lines.append(f"  {p.name:<22}{0:>6}")
+                continue
+            seen, vals = last
+            semen = vals["sperm_conc"][np.isfinite(vals["sperm_conc"])]
+            azoo = f"{np.mean(semen == 0):.2f}" if semen.size else "-"
+            med = {k: (f"{np.nanmedian(v):.3g}" if np.isfinite(v).any() else "-")
+                   for k, v in vals.items()}
+            lines.append(f"  {p.name:<22}{seen:>6}{med['lh']:>7}{med['fsh']:>7}"
+                         f"{med['t_total']:>9}{med['e2']:>7}{med['sperm_conc']:>8}{azoo:>7}")
+        tz = f"entry into '{sc.time_zero_phase}'" if sc.time_zero_phase else "start"
+        if sc.time_zero_offset:
+            tz += f" + {sc.time_zero_offset / 24:g} days"
+        lines.append(f"  recovery of sperm concentration (Kaplan-Meier, time zero: {tz})")
+        for thr in SPERM_THRESHOLDS[1:]:
+            key = f"sperm_ge_{thr:g}"
+            t, e = self.outcomes[f"days_to_{key}"], self.outcomes[f"event_{key}"]
+            by = [fraction_by(t, e, m * 30.4375) for m in (6, 12, 24)]
+            lines.append(f"    >= {thr:>4g} M/mL by 6/12/24 months: "
+                         + " / ".join(f"{x:.2f}" for x in by))
+        return "\n".join(lines)
+
+
+def _last_visit_values(r: RegimenRun, phase_index: int):
+    in_phase = r.visit_phase == phase_index
+    has = in_phase.any(axis=1)
+    if not has.any():
+        return None
+    last = in_phase.shape[1] - 1 - np.argmax(in_phase[:, ::-1], axis=1)
+    rows = np.flatnonzero(has)
+    return int(has.sum()), {k: r.visit_labs[k][rows, last[rows]] for k in LAB_VARIABLES}
+
+
+def run(scenario, n: int | None = None, seed=None, *, threads: int = 1, rules=None,
+        processes=(), patients=None) -> RunResult:
+    """Simulate a scenario (a Scenario or a path to a TOML file)."""
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    cohort = build_cohort(scenario, n, seed, patients=patients, threads=threads)
+    baseline = cohort.observe()["sperm_conc"]
+    regimen = RegimenRun(scenario, cohort, rules=rules, processes=processes).run()
+    outcomes = patient_outcomes(regimen, cohort.observe(), baseline)
+    return RunResult(scenario, cohort, regimen, outcomes)

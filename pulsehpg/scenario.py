@@ -1,0 +1,442 @@
+"""Scenario files: a cohort and a regimen of phases, read from TOML and validated.
+
+Every mistake raises :class:`ScenarioError` naming the key path (``phase[2].drug[0].dose``),
+the line where it can be found, the value, and what is allowed. See
+``examples/*.toml`` and the README for the format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import math
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .cohort import DRUG_NAMES
+from .labs import LAB_TESTS
+from .params import BY_NAME
+from .phenotypes import PHENOTYPES
+from .rules import Condition, parse_condition
+from .schedule import Schedule, parse_schedule
+from .units import parse_duration
+
+__all__ = ["ScenarioError", "Scenario", "Phase", "DrugPlan", "VisitPlan", "Rule", "Action",
+           "CohortSpec", "Distribution", "load_scenario", "parse_scenario", "DRUG_UNITS"]
+
+from . import model as _model
+
+DRUG_UNITS = {d.name: d.unit for d in _model.DRUGS}
+ACTIONS = ("add_drug", "stop_drug", "set_dose", "goto", "end")
+COVARIATES = {"age": "patient.age", "testis_function": "patient.testis_function",
+              "metabolic_index": "patient.metabolic_index", "shbg": "steroid.shbg"}
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be run; the message says where and why."""
+
+    def __init__(self, path: str, message: str, line: int | None = None):
+        self.path, self.line = path, line
+        where = f"{path}" + (f" (line {line})" if line else "")
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A covariate or parameter across patients: fixed, uniform, normal or log-normal."""
+
+    kind: str  # fixed | uniform | normal | lognormal
+    a: float  # value | low | mean | median
+    b: float = 0.0  # - | high | sd | cv
+    low: float = -math.inf
+    high: float = math.inf
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    n: int = 100
+    phenotype: str = "eugonadal"
+    seed: int = 0
+    params: dict = field(default_factory=dict)  # name -> value
+    variability: dict = field(default_factory=dict)  # name -> CV
+    covariates: dict = field(default_factory=dict)  # registry name -> Distribution
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class DrugPlan:
+    drug: str
+    dose: float  # per administration, or per hour when continuous
+    schedule: Schedule
+    start: float = 0.0  # h after phase start
+    stop: float = math.inf  # h after phase start
+
+
+@dataclass(frozen=True)
+class VisitPlan:
+    times: tuple[float, ...]  # h after phase start
+    labs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str
+    drug: str = ""
+    dose: float = 0.0
+    schedule: Schedule | None = None
+    phase: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    when: Condition
+    actions: tuple[Action, ...]
+    count: int = 1  # visits at which the condition held, before the rule fires
+    once: bool = True
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    duration: float  # h
+    drugs: tuple[DrugPlan, ...] = ()
+    visits: tuple[VisitPlan, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    next: str | None = None  # None: the next phase in the file (or the end)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    cohort: CohortSpec
+    phases: tuple[Phase, ...]
+    time_zero_phase: str | None = None
+    time_zero_offset: float = 0.0
+    description: str = ""
+    text: str = ""
+    path: str | None = None
+    dose_records: tuple = ()  # from a NONMEM-style table (pulsehpg.nonmem)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+    def phase(self, name: str) -> Phase:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def duration(self) -> float:
+        """Follow-up if every patient goes through the phases in order."""
+        return sum(p.duration for p in self.phases)
+
+    def with_cohort(self, **changes) -> Scenario:
+        return replace(self, cohort=replace(self.cohort, **changes))
+
+
+# ---------------------------------------------------------------------------
+class _Reader:
+    """Typed access to a TOML table that records the key path for errors."""
+
+    def __init__(self, text: str):
+        self.lines = text.splitlines()
+
+    def line_of(self, path: str) -> int | None:
+        key = path.split(".")[-1].split("[")[0]
+        for i, ln in enumerate(self.lines, 1):
+            s = ln.strip()
+            if s.startswith((key + " ", key + "=", f'"{key}"', f"[{key}]", f"[[{key}]]")) or \
+                    f"[{key}]" in s or f"[[{key}]]" in s or f".{key}]" in s:
+                return i
+        return None
+
+    def fail(self, path, message):
+        raise ScenarioError(path, message, self.line_of(path))
+
+    def table(self, obj, path, allowed: dict[str, str]):
+        if not isinstance(obj, dict):
+            self.fail(path, f"expected a table, got {obj!r:.60}")
+        for k in obj:
+            if k not in allowed:
+                close = difflib.get_close_matches(k, allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(f"{path}.{k}" if path else k,
+                          f"unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
+        return obj
+
+    def number(self, obj, key, path, *, default=None, low=-math.inf, high=math.inf,
+               integer=False, unit=""):
+        p = f"{path}.{key}" if path else key
+        if key not in obj:
+            if default is None:
+                self.fail(p, "is required")
+            return default
+        v = obj[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            self.fail(p, f"expected a number, got {v!r:.60}")
+        if integer and not float(v).is_integer():
+            self.fail(p, f"expected a whole number, got {v!r}")
+        if not (low <= v <= high):
+            self.fail(p, f"{v!r} is outside the allowed range [{low:g}, {high:g}] {unit}".rstrip())
+        return int(v) if integer else float(v)
+
+    def string(self, obj, key, path, *, default=None, choices=None):
+        p = f"{path}.{key}" if path else key
+        if key not in obj:
+            if default is None:
+                self.fail(p, "is required")
+            return default
+        v = obj[key]
+        if not isinstance(v, str):
+            self.fail(p, f"expected a string, got {v!r:.60}")
+        if choices is not None and v not in choices:
+            close = difflib.get_close_matches(v, choices, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.fail(p, f"unknown value {v!r}{hint}; allowed: {', '.join(choices)}")
+        return v
+
+    def duration(self, obj, key, path, *, default=None, positive=False):
+        p = f"{path}.{key}" if path else key
+        if key not in obj:
+            if default is None:
+                self.fail(p, "is required (a duration such as '12 weeks')")
+            return default
+        try:
+            h = parse_duration(obj[key], p)
+        except ValueError as e:
+            self.fail(p, str(e).split(": ", 1)[-1])
+        if positive and h <= 0:
+            self.fail(p, f"must be longer than zero, got {obj[key]!r}")
+        return h
+
+    def array(self, obj, key, path):
+        v = obj.get(key, [])
+        if not isinstance(v, list):
+            self.fail(f"{path}.{key}", f"expected an array ([[{key}]] tables), got {v!r:.60}")
+        return v
+
+
+def _distribution(r: _Reader, v, path: str, lo: float, hi: float) -> Distribution:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if not (lo <= v <= hi):
+            r.fail(path, f"{v!r} is outside the allowed range [{lo:g}, {hi:g}]")
+        return Distribution("fixed", float(v))
+    t = r.table(v, path, {"dist": "", "value": "", "low": "", "high": "", "mean": "",
+                          "sd": "", "median": "", "cv": ""})
+    kind = r.string(t, "dist", path, choices=("uniform", "normal", "lognormal"))
+    if kind == "uniform":
+        a = r.number(t, "low", path, low=lo, high=hi)
+        b = r.number(t, "high", path, low=a, high=hi)
+        return Distribution("uniform", a, b, lo, hi)
+    if kind == "normal":
+        m = r.number(t, "mean", path, low=lo, high=hi)
+        sd = r.number(t, "sd", path, low=0)
+        return Distribution("normal", m, sd, r.number(t, "low", path, default=lo),
+                            r.number(t, "high", path, default=hi))
+    med = r.number(t, "median", path, low=max(lo, 1e-300), high=hi)
+    cv = r.number(t, "cv", path, low=0, high=5)
+    return Distribution("lognormal", med, cv, lo, hi)
+
+
+def _cohort(r: _Reader, t) -> CohortSpec:
+    t = r.table(t, "cohort", {"n": "", "phenotype": "", "seed": "", "params": "",
+                              "variability": "", "covariates": "", "deterministic": ""})
+    n = r.number(t, "n", "cohort", default=100, low=1, high=10_000_000, integer=True)
+    phen = r.string(t, "phenotype", "cohort", default="eugonadal", choices=list(PHENOTYPES))
+    seed = r.number(t, "seed", "cohort", default=0, low=0, high=2**63 - 1, integer=True)
+    det = t.get("deterministic", False)
+    if not isinstance(det, bool):
+        r.fail("cohort.deterministic", f"expected true or false, got {det!r}")
+    params = {}
+    for name, v in r.table(t.get("params", {}), "cohort.params", BY_NAME).items():
+        p = BY_NAME[name]
+        path = f"cohort.params.{name}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            r.fail(path, f"expected a number in {p.unit}, got {v!r:.60}")
+        if not (p.lower <= v <= p.upper):
+            r.fail(path, f"{v!r} is outside the allowed range [{p.lower:g}, {p.upper:g}] {p.unit}")
+        params[name] = float(v)
+    variability = {}
+    for name, v in r.table(t.get("variability", {}), "cohort.variability", BY_NAME).items():
+        variability[name] = r.number({name: v}, name, "cohort.variability", low=0, high=5)
+    covs = {}
+    allowed = dict(COVARIATES) | {k: k for k in BY_NAME}
+    for name, v in r.table(t.get("covariates", {}), "cohort.covariates", allowed).items():
+        reg = BY_NAME[COVARIATES.get(name, name)]
+        covs[reg.name] = _distribution(r, v, f"cohort.covariates.{name}", reg.lower, reg.upper)
+    return CohortSpec(n, phen, seed, params, variability, covs, det)
+
+
+def _dose(r: _Reader, t, path, drug) -> float:
+    v = t.get("dose")
+    unit = DRUG_UNITS[drug]
+    if isinstance(v, str):  # "200 mg"
+        parts = v.split()
+        if len(parts) != 2 or parts[1] not in (unit, unit + "/h"):
+            r.fail(f"{path}.dose", f"cannot read {v!r}; write a number in {unit}, e.g. "
+                                   f"dose = 200 or dose = '200 {unit}'")
+        try:
+            v = float(parts[0])
+        except ValueError:
+            r.fail(f"{path}.dose", f"cannot read {v!r} as a dose in {unit}")
+        t = dict(t, dose=v)
+    return r.number(t, "dose", path, low=0, high=1e7, unit=unit)
+
+
+def _drug_plan(r: _Reader, t, path) -> DrugPlan:
+    t = r.table(t, path, {"name": "", "dose": "", "schedule": "", "times": "", "start": "",
+                          "stop": ""})
+    drug = r.string(t, "name", path, choices=list(DRUG_NAMES))
+    dose = _dose(r, t, path, drug)
+    if "times" in t and "schedule" in t:
+        r.fail(path, "give either 'schedule' or 'times', not both")
+    start = r.duration(t, "start", path, default=0.0)
+    stop = r.duration(t, "stop", path, default=math.inf)
+    if "times" in t:
+        times = t["times"]
+        if not isinstance(times, list) or not times:
+            r.fail(f"{path}.times", f"expected a list of durations, got {times!r:.60}")
+        hs = sorted(r.duration({"t": x}, "t", f"{path}.times") for x in times)
+        return DrugPlan(drug, dose, Schedule("times", 0.0, tuple(hs), "times"), start, stop)
+    try:
+        sched = parse_schedule(r.string(t, "schedule", path), f"{path}.schedule")
+    except ValueError as e:
+        r.fail(f"{path}.schedule", str(e).split(": ", 1)[-1])
+    return DrugPlan(drug, dose, sched, start, stop)
+
+
+def _visits(r: _Reader, t, path, duration) -> VisitPlan:
+    t = r.table(t, path, {"every": "", "at": "", "start": "", "labs": ""})
+    labs = t.get("labs", list(LAB_TESTS))
+    if not isinstance(labs, list) or not labs:
+        r.fail(f"{path}.labs", f"expected a list of lab tests, got {labs!r:.60}")
+    for lab in labs:
+        if lab not in LAB_TESTS:
+            r.fail(f"{path}.labs", f"unknown lab test {lab!r}; allowed: {', '.join(LAB_TESTS)}")
+    if ("every" in t) == ("at" in t):
+        r.fail(path, "give exactly one of 'every' (e.g. '4 weeks') or 'at' (a list of times)")
+    if "every" in t:
+        every = r.duration(t, "every", path, positive=True)
+        start = r.duration(t, "start", path, default=every)
+        times, x = [], start
+        while x <= duration + 1e-9:
+            times.append(x)
+            x += every
+    else:
+        at = t["at"]
+        if not isinstance(at, list) or not at:
+            r.fail(f"{path}.at", f"expected a list of durations, got {at!r:.60}")
+        times = sorted(r.duration({"t": x}, "t", f"{path}.at") for x in at)
+        if times[-1] > duration + 1e-9:
+            r.fail(f"{path}.at", f"a visit at {times[-1] / 24:g} days is after the phase "
+                                 f"ends ({duration / 24:g} days)")
+    return VisitPlan(tuple(times), tuple(labs))
+
+
+def _action(r: _Reader, t, path, phase_names) -> Action:
+    t = r.table(t, path, {"action": "", "drug": "", "dose": "", "schedule": "", "phase": ""})
+    kind = r.string(t, "action", path, choices=ACTIONS)
+    if kind == "add_drug":
+        plan = _drug_plan(r, {"name": t.get("drug"), "dose": t.get("dose"),
+                              "schedule": t.get("schedule")}, path)
+        return Action(kind, plan.drug, plan.dose, plan.schedule)
+    if kind in ("stop_drug", "set_dose"):
+        drug = r.string(t, "drug", path, choices=list(DRUG_NAMES))
+        dose = _dose(r, t, path, drug) if kind == "set_dose" else 0.0
+        return Action(kind, drug, dose)
+    if kind == "goto":
+        return Action(kind, phase=r.string(t, "phase", path, choices=phase_names))
+    return Action("end")
+
+
+def _rule(r: _Reader, t, path, phase_names, k) -> Rule:
+    t = r.table(t, path, {"name": "", "when": "", "count": "", "once": "", "then": ""})
+    try:
+        cond = parse_condition(t.get("when"), f"{path}.when")
+    except ValueError as e:
+        r.fail(f"{path}.when", str(e).split(": ", 1)[-1])
+    then = t.get("then")
+    if isinstance(then, dict):
+        then = [then]
+    if not isinstance(then, list) or not then:
+        r.fail(f"{path}.then", "expected one or more actions, e.g. "
+                               "then = [{action = 'end'}]")
+    actions = tuple(_action(r, a, f"{path}.then[{i}]", phase_names) for i, a in enumerate(then))
+    count = r.number(t, "count", path, default=1, low=1, high=1000, integer=True)
+    once = t.get("once", True)
+    if not isinstance(once, bool):
+        r.fail(f"{path}.once", f"expected true or false, got {once!r}")
+    name = r.string(t, "name", path, default=f"rule{k}")
+    return Rule(name, cond, actions, count, once)
+
+
+def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = None) -> Scenario:
+    """Parse and validate scenario TOML text."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(path or "<scenario>", f"not valid TOML: {e}") from None
+    r = _Reader(text)
+    r.table(doc, "", {"name": "", "description": "", "cohort": "", "phase": "",
+                      "outcomes": "", "dose_records": ""})
+    cohort = _cohort(r, doc.get("cohort", {}))
+    raw_phases = r.array(doc, "phase", "")
+    records = ()
+    if "dose_records" in doc:
+        from .nonmem import read_dose_records  # the table replaces phases
+
+        dr = r.table(doc["dose_records"], "dose_records", {"file": ""})
+        f = Path(r.string(dr, "file", "dose_records"))
+        if not f.is_absolute() and base_dir is not None:
+            f = base_dir / f
+        try:
+            records = read_dose_records(f)
+        except (OSError, ValueError) as e:
+            r.fail("dose_records.file", str(e))
+    if not raw_phases and not records:
+        r.fail("phase", "a scenario needs at least one [[phase]] (or a [dose_records] table)")
+    names = []
+    for i, ph in enumerate(raw_phases):
+        if isinstance(ph, dict) and isinstance(ph.get("name"), str):
+            names.append(ph["name"])
+        else:
+            r.fail(f"phase[{i}].name", "is required (a string)")
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        r.fail("phase", f"phase names must be unique; repeated: {', '.join(sorted(dup))}")
+    phases = []
+    for i, ph in enumerate(raw_phases):
+        path = f"phase[{i}]"
+        r.table(ph, path, {"name": "", "duration": "", "drug": "", "visit": "", "rule": "",
+                           "next": ""})
+        dur = r.duration(ph, "duration", path, positive=True)
+        drugs = tuple(_drug_plan(r, d, f"{path}.drug[{j}]")
+                      for j, d in enumerate(r.array(ph, "drug", path)))
+        visits = tuple(_visits(r, v, f"{path}.visit[{j}]", dur)
+                       for j, v in enumerate(r.array(ph, "visit", path)))
+        rules = tuple(_rule(r, x, f"{path}.rule[{j}]", names, j)
+                      for j, x in enumerate(r.array(ph, "rule", path)))
+        nxt = r.string(ph, "next", path, default="", choices=names + ["end", ""]) or None
+        phases.append(Phase(names[i], dur, drugs, visits, rules, nxt))
+    out = r.table(doc.get("outcomes", {}), "outcomes", {"time_zero": "", "offset": ""})
+    tz = r.string(out, "time_zero", "outcomes", default="", choices=names + [""]) or None
+    offset = r.duration(out, "offset", "outcomes", default=0.0)
+    name = r.string(doc, "name", "", default=Path(path).stem if path else "scenario")
+    desc = r.string(doc, "description", "", default="")
+    return Scenario(name, cohort, tuple(phases), tz, offset, desc, text, path, records)
+
+
+def load_scenario(path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioError(str(path), f"cannot read the file ({e})") from None
+    return parse_scenario(text, str(p), p.parent)
