@@ -4,9 +4,9 @@
 #include <math.h>
 
 #define PH_NS 58  /* states */
-#define PH_NP 131  /* parameters */
+#define PH_NP 132  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 119  /* derived: clearances, then param-only quantities */
+#define PH_ND 120  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 
@@ -141,64 +141,65 @@
 #define PH_P_K_SERF 70
 #define PH_P_K_SERT 71
 #define PH_P_B_SER 72
-#define PH_P_T_INH 73
-#define PH_P_K_INH 74
-#define PH_P_INH_REF 75
-#define PH_P_F_INHG 76
-#define PH_P_TAU_SSC 77
-#define PH_P_SSC_AGE 78
-#define PH_P_K_SSC 79
-#define PH_P_B_SSC 80
-#define PH_P_TAU_A 81
-#define PH_P_K_ET 82
-#define PH_P_DUR_SPG 83
-#define PH_P_DUR_EPI 84
-#define PH_P_D_MAX 85
-#define PH_P_K_DT 86
-#define PH_P_C_SP 87
-#define PH_P_MOT_MAX 88
-#define PH_P_K_MT 89
-#define PH_P_K_MF 90
-#define PH_P_F_MF 91
-#define PH_P_AGE 92
-#define PH_P_TF 93
-#define PH_P_MET 94
-#define PH_P_T_TE 95
-#define PH_P_F_TE 96
-#define PH_P_T_TC 97
-#define PH_P_F_TC 98
-#define PH_P_T_GEL 99
-#define PH_P_F_GEL 100
-#define PH_P_T_HCG_ABS 101
-#define PH_P_T_HCG 102
-#define PH_P_V_HCG 103
-#define PH_P_T_FSHX_ABS 104
-#define PH_P_T_FSHX 105
-#define PH_P_V_FSHX 106
-#define PH_P_F_FSHX 107
-#define PH_P_T_CLO_ABS 108
-#define PH_P_T_CLO 109
-#define PH_P_V_CLO 110
-#define PH_P_IC_CLO 111
-#define PH_P_T_TAM_ABS 112
-#define PH_P_T_TAM 113
-#define PH_P_V_TAM 114
-#define PH_P_IC_TAM 115
-#define PH_P_BLK_MAX 116
-#define PH_P_T_ANA_ABS 117
-#define PH_P_T_ANA 118
-#define PH_P_V_ANA 119
-#define PH_P_IC_ANA 120
-#define PH_P_AI_MAX 121
-#define PH_P_CV_LH 122
-#define PH_P_CV_FSH 123
-#define PH_P_CV_T 124
-#define PH_P_CV_E2 125
-#define PH_P_CV_INH 126
-#define PH_P_CV_SEMEN 127
-#define PH_P_V_SEMEN 128
-#define PH_P_SD_MOT 129
-#define PH_P_ACCEL 130
+#define PH_P_B_SERF 73
+#define PH_P_T_INH 74
+#define PH_P_K_INH 75
+#define PH_P_INH_REF 76
+#define PH_P_F_INHG 77
+#define PH_P_TAU_SSC 78
+#define PH_P_SSC_AGE 79
+#define PH_P_K_SSC 80
+#define PH_P_B_SSC 81
+#define PH_P_TAU_A 82
+#define PH_P_K_ET 83
+#define PH_P_DUR_SPG 84
+#define PH_P_DUR_EPI 85
+#define PH_P_D_MAX 86
+#define PH_P_K_DT 87
+#define PH_P_C_SP 88
+#define PH_P_MOT_MAX 89
+#define PH_P_K_MT 90
+#define PH_P_K_MF 91
+#define PH_P_F_MF 92
+#define PH_P_AGE 93
+#define PH_P_TF 94
+#define PH_P_MET 95
+#define PH_P_T_TE 96
+#define PH_P_F_TE 97
+#define PH_P_T_TC 98
+#define PH_P_F_TC 99
+#define PH_P_T_GEL 100
+#define PH_P_F_GEL 101
+#define PH_P_T_HCG_ABS 102
+#define PH_P_T_HCG 103
+#define PH_P_V_HCG 104
+#define PH_P_T_FSHX_ABS 105
+#define PH_P_T_FSHX 106
+#define PH_P_V_FSHX 107
+#define PH_P_F_FSHX 108
+#define PH_P_T_CLO_ABS 109
+#define PH_P_T_CLO 110
+#define PH_P_V_CLO 111
+#define PH_P_IC_CLO 112
+#define PH_P_T_TAM_ABS 113
+#define PH_P_T_TAM 114
+#define PH_P_V_TAM 115
+#define PH_P_IC_TAM 116
+#define PH_P_BLK_MAX 117
+#define PH_P_T_ANA_ABS 118
+#define PH_P_T_ANA 119
+#define PH_P_V_ANA 120
+#define PH_P_IC_ANA 121
+#define PH_P_AI_MAX 122
+#define PH_P_CV_LH 123
+#define PH_P_CV_FSH 124
+#define PH_P_CV_T 125
+#define PH_P_CV_E2 126
+#define PH_P_CV_INH 127
+#define PH_P_CV_SEMEN 128
+#define PH_P_V_SEMEN 129
+#define PH_P_SD_MOT 130
+#define PH_P_ACCEL 131
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -249,44 +250,45 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double t_age = p[68];
     const double tau_ser = p[69];
     const double b_ser = p[72];
-    const double t_inh = p[73];
-    const double Inh_ref = p[75];
-    const double f_inhg = p[76];
-    const double tau_ssc = p[77];
-    const double ssc_age = p[78];
-    const double K_ssc = p[79];
-    const double b_ssc = p[80];
-    const double tau_A = p[81];
-    const double K_eT = p[82];
-    const double dur_spg = p[83];
-    const double dur_epi = p[84];
-    const double K_dT = p[86];
-    const double c_sp = p[87];
-    const double f_mF = p[91];
-    const double age = p[92];
-    const double tf = p[93];
-    const double met = p[94];
-    const double t_TE = p[95];
-    const double t_TC = p[97];
-    const double t_gel = p[99];
-    const double t_hcg_abs = p[101];
-    const double t_hcg = p[102];
-    const double V_hcg = p[103];
-    const double t_fshx_abs = p[104];
-    const double t_fshx = p[105];
-    const double V_fshx = p[106];
-    const double t_clo_abs = p[108];
-    const double t_clo = p[109];
-    const double V_clo = p[110];
-    const double IC_clo = p[111];
-    const double t_tam_abs = p[112];
-    const double t_tam = p[113];
-    const double V_tam = p[114];
-    const double IC_tam = p[115];
-    const double t_ana_abs = p[117];
-    const double t_ana = p[118];
-    const double V_ana = p[119];
-    const double accel = p[130];
+    const double b_serF = p[73];
+    const double t_inh = p[74];
+    const double Inh_ref = p[76];
+    const double f_inhg = p[77];
+    const double tau_ssc = p[78];
+    const double ssc_age = p[79];
+    const double K_ssc = p[80];
+    const double b_ssc = p[81];
+    const double tau_A = p[82];
+    const double K_eT = p[83];
+    const double dur_spg = p[84];
+    const double dur_epi = p[85];
+    const double K_dT = p[87];
+    const double c_sp = p[88];
+    const double f_mF = p[92];
+    const double age = p[93];
+    const double tf = p[94];
+    const double met = p[95];
+    const double t_TE = p[96];
+    const double t_TC = p[98];
+    const double t_gel = p[100];
+    const double t_hcg_abs = p[102];
+    const double t_hcg = p[103];
+    const double V_hcg = p[104];
+    const double t_fshx_abs = p[105];
+    const double t_fshx = p[106];
+    const double V_fshx = p[107];
+    const double t_clo_abs = p[109];
+    const double t_clo = p[110];
+    const double V_clo = p[111];
+    const double IC_clo = p[112];
+    const double t_tam_abs = p[113];
+    const double t_tam = p[114];
+    const double V_tam = p[115];
+    const double IC_tam = p[116];
+    const double t_ana_abs = p[118];
+    const double t_ana = p[119];
+    const double V_ana = p[120];
+    const double accel = p[131];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
     d[58] = agef;
     const double k_itt = (PH_LN2 / t_itt);
@@ -337,78 +339,80 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[81] = _k19;
     const double _k20 = (1.0 / (PH_LN2 / t_T));
     d[82] = _k20;
-    const double _k21 = (1.0 - b_ser);
+    const double _k21 = (1.0 - b_serF);
     d[83] = _k21;
-    const double _k22 = (1.0 - b_ssc);
+    const double _k22 = (1.0 - b_ser);
     d[84] = _k22;
-    const double _k23 = ((K_ssc) * (K_ssc));
+    const double _k23 = (1.0 - b_ssc);
     d[85] = _k23;
-    const double _k24 = ((k_st * tf) * testis_on);
+    const double _k24 = ((K_ssc) * (K_ssc));
     d[86] = _k24;
-    const double _k25 = ((K_eT) * (K_eT));
+    const double _k25 = ((k_st * tf) * testis_on);
     d[87] = _k25;
-    const double _k26 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
+    const double _k26 = ((K_eT) * (K_eT));
     d[88] = _k26;
-    const double _k27 = (1.0 - f_mF);
+    const double _k27 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
     d[89] = _k27;
-    const double _k28 = (PH_LN2 / t_gon_abs);
+    const double _k28 = (1.0 - f_mF);
     d[90] = _k28;
-    const double _k29 = (1.0 / tau_s);
+    const double _k29 = (PH_LN2 / t_gon_abs);
     d[91] = _k29;
-    const double _k30 = (1.0 - f_LHa);
+    const double _k30 = (1.0 / tau_s);
     d[92] = _k30;
-    const double _k31 = (1.0 / t_recL);
+    const double _k31 = (1.0 - f_LHa);
     d[93] = _k31;
-    const double _k32 = ((K_st) * (K_st));
+    const double _k32 = (1.0 / t_recL);
     d[94] = _k32;
-    const double _k33 = (1.0 / tau_st);
+    const double _k33 = ((K_st) * (K_st));
     d[95] = _k33;
-    const double _k34 = (k_itt * rho);
+    const double _k34 = (1.0 / tau_st);
     d[96] = _k34;
-    const double _k35 = (1.0 + (met_ar * met));
+    const double _k35 = (k_itt * rho);
     d[97] = _k35;
-    const double _k36 = (f_E2t / (1.0 - f_E2t));
+    const double _k36 = (1.0 + (met_ar * met));
     d[98] = _k36;
-    const double _k37 = (1.0 - f_inhg);
+    const double _k37 = (f_E2t / (1.0 - f_E2t));
     d[99] = _k37;
-    const double _k38 = (PH_LN2 / t_hcg_abs);
+    const double _k38 = (1.0 - f_inhg);
     d[100] = _k38;
-    const double _k39 = (1.0 / V_hcg);
+    const double _k39 = (PH_LN2 / t_hcg_abs);
     d[101] = _k39;
-    const double _k40 = (PH_LN2 / t_fshx_abs);
+    const double _k40 = (1.0 / V_hcg);
     d[102] = _k40;
-    const double _k41 = (1.0 / V_fshx);
+    const double _k41 = (PH_LN2 / t_fshx_abs);
     d[103] = _k41;
-    const double _k42 = (PH_LN2 / t_clo_abs);
+    const double _k42 = (1.0 / V_fshx);
     d[104] = _k42;
-    const double _k43 = (PH_LN2 / t_tam_abs);
+    const double _k43 = (PH_LN2 / t_clo_abs);
     d[105] = _k43;
-    const double _k44 = (PH_LN2 / t_ana_abs);
+    const double _k44 = (PH_LN2 / t_tam_abs);
     d[106] = _k44;
-    const double _k45 = (1.0 / tau_A);
+    const double _k45 = (PH_LN2 / t_ana_abs);
     d[107] = _k45;
-    const double _k46 = (1.0 - b_cap);
+    const double _k46 = (1.0 / tau_A);
     d[108] = _k46;
-    const double _k47 = (1.0 / tau_cap);
+    const double _k47 = (1.0 - b_cap);
     d[109] = _k47;
-    const double _k48 = (1.0 / tau_ser);
+    const double _k48 = (1.0 / tau_cap);
     d[110] = _k48;
-    const double _k49 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
+    const double _k49 = (1.0 / tau_ser);
     d[111] = _k49;
-    const double _k50 = (1.0 / dur_epi);
+    const double _k50 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
     d[112] = _k50;
-    const double _k51 = (1.0 + (met_int * met));
+    const double _k51 = (1.0 / dur_epi);
     d[113] = _k51;
-    const double _k52 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
+    const double _k52 = (1.0 + (met_int * met));
     d[114] = _k52;
-    const double _k53 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k53 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
     d[115] = _k53;
-    const double _k54 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k54 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[116] = _k54;
-    const double _k55 = (c_sp * k_epi);
+    const double _k55 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[117] = _k55;
-    const double _k56 = (1.0 / k_st);
+    const double _k56 = (c_sp * k_epi);
     d[118] = _k56;
+    const double _k57 = (1.0 / k_st);
+    d[119] = _k57;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = ((PH_LN2 / t_gon_abs));
     d[2] = ((PH_LN2 / t_gon));
@@ -496,21 +500,22 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double K_serF = p[70];
     const double K_serT = p[71];
     const double b_ser = p[72];
-    const double k_inh = p[74];
-    const double f_inhg = p[76];
-    const double b_ssc = p[80];
-    const double d_max = p[85];
-    const double K_mT = p[89];
-    const double K_mF = p[90];
-    const double f_mF = p[91];
-    const double F_TE = p[96];
-    const double F_TC = p[98];
-    const double F_gel = p[100];
-    const double F_fshx = p[107];
-    const double blk_max = p[116];
-    const double IC_ana = p[120];
-    const double ai_max = p[121];
-    const double accel = p[130];
+    const double b_serF = p[73];
+    const double k_inh = p[75];
+    const double f_inhg = p[77];
+    const double b_ssc = p[81];
+    const double d_max = p[86];
+    const double K_mT = p[90];
+    const double K_mF = p[91];
+    const double f_mF = p[92];
+    const double F_TE = p[97];
+    const double F_TC = p[99];
+    const double F_gel = p[101];
+    const double F_fshx = p[108];
+    const double blk_max = p[117];
+    const double IC_ana = p[121];
+    const double ai_max = p[122];
+    const double accel = p[131];
     const double k_st = d[60];
     const double k_epi = d[61];
     const double _k0 = d[62];
@@ -563,6 +568,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k48 = d[110];
     const double _k49 = d[111];
     const double _k50 = d[112];
+    const double _k51 = d[113];
     const double G = y[0];
     const double GonSC = y[1];
     const double GonP = y[2];
@@ -656,47 +662,47 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double T_testis = ((_k19 * ITT) * _k20);
     const double hF_ser = (F_tot / (F_tot + K_serF));
     const double hT_ser = (Atub / (Atub + K_serT));
-    const double ser_tgt = ((b_ser + (_k21 * hF_ser)) * (b_ser + (_k21 * hT_ser)));
-    const double ssc_tgt = (b_ssc + ((_k22 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k23)));
-    const double entry = ((((_k24 * Nssc) * Ser) * ((Atub) * (Atub))) / (((Atub) * (Atub)) + _k25));
-    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k26))));
+    const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
+    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
+    const double entry = ((((_k25 * Nssc) * Ser) * ((Atub) * (Atub))) / (((Atub) * (Atub)) + _k26));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k27 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = ((F_gon * inf_gonadorelin));
-    r[2] = (((_k28 * GonSC) + inf_gonadorelin_iv));
+    r[2] = (((_k29 * GonSC) + inf_gonadorelin_iv));
     r[3] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[4] = ((S * _k29));
+    r[4] = ((S * _k30));
     r[5] = (0.0);
     r[6] = ((synL - relL));
     r[7] = ((f_LHa * relL));
-    r[8] = ((_k30 * relL));
+    r[8] = ((_k31 * relL));
     r[9] = ((synF - relF));
     r[10] = (relF);
-    r[11] = ((_k31 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[12] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k32)) * _k33));
-    r[13] = ((T_prod + (_k34 * Ts)));
+    r[11] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[12] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
+    r[13] = ((T_prod + (_k35 * Ts)));
     r[14] = (((_k19 * ITT) + T_exo));
-    r[15] = ((((k_ar * (1.0 - ai_inh)) * _k35) * (Ts + (_k36 * T_testis))));
-    r[16] = (((k_inh * Ser) * (_k37 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[15] = ((((k_ar * (1.0 - ai_inh)) * _k36) * (Ts + (_k37 * T_testis))));
+    r[16] = (((k_inh * Ser) * (_k38 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
     r[17] = ((inf_hcg + inf_hmg)) * accel;
-    r[18] = (((_k38 * hCGd) * _k39)) * accel;
+    r[18] = (((_k39 * hCGd) * _k40)) * accel;
     r[19] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[20] = (((_k40 * FSHxd) * _k41)) * accel;
+    r[20] = (((_k41 * FSHxd) * _k42)) * accel;
     r[21] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[22] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[23] = ((F_gel * inf_testosterone_gel)) * accel;
     r[24] = (inf_clomiphene) * accel;
-    r[25] = ((_k42 * CloG)) * accel;
+    r[25] = ((_k43 * CloG)) * accel;
     r[26] = (inf_tamoxifen) * accel;
-    r[27] = ((_k43 * TamG)) * accel;
+    r[27] = ((_k44 * TamG)) * accel;
     r[28] = (inf_anastrozole) * accel;
-    r[29] = ((_k44 * AnaG)) * accel;
-    r[30] = ((ITT * _k45)) * accel;
-    r[31] = (((b_cap + ((_k46 * sigLH) / (sigLH + K_cap))) * _k47)) * accel;
-    r[32] = ((ser_tgt * _k48)) * accel;
-    r[33] = (((Nssc * (1.0 - (Nssc / ssc_tgt))) * _k49)) * accel;
-    r[34] = ((mot_tgt * _k50)) * accel;
+    r[29] = ((_k45 * AnaG)) * accel;
+    r[30] = ((ITT * _k46)) * accel;
+    r[31] = (((b_cap + ((_k47 * sigLH) / (sigLH + K_cap))) * _k48)) * accel;
+    r[32] = ((ser_tgt * _k49)) * accel;
+    r[33] = (((Nssc * (1.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
+    r[34] = ((mot_tgt * _k51)) * accel;
     r[35] = (entry) * accel;
     r[36] = ((k_st * x0)) * accel;
     r[37] = ((k_st * x1)) * accel;
@@ -730,7 +736,7 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double M_cv = p[7];
     const double w_E = p[8];
     const double fb_sens = p[9];
-    const double blk_max = p[116];
+    const double blk_max = p[117];
     const double _k1 = d[63];
     const double _k2 = d[64];
     const double _k4 = d[66];
@@ -738,8 +744,8 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k6 = d[68];
     const double _k7 = d[69];
     const double _k8 = d[70];
-    const double _k51 = d[113];
     const double _k52 = d[114];
+    const double _k53 = d[115];
     const double Ts = y[14];
     const double E2 = y[15];
     const double Clo = y[25];
@@ -751,8 +757,8 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbT = (Ts * _k6);
     const double fbE = ((E2 * (1.0 - er_block)) * _k7);
     const double fbH = (fb_sens * ((_k8 * fbT) + (w_E * fbE)));
-    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k51);
-    g[1] = (_k52 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
+    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k52);
+    g[1] = (_k53 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
 }
@@ -767,15 +773,15 @@ static inline void ph_apply_pulse(double *restrict y, const double *restrict p, 
 static inline void ph_outputs(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, double *restrict o) {
     (void)u;
     const double Ka_shbg = p[66];
-    const double mot_max = p[88];
+    const double mot_max = p[89];
     const double _k0 = d[62];
     const double _k1 = d[63];
     const double _k2 = d[64];
     const double _k3 = d[65];
-    const double _k53 = d[115];
     const double _k54 = d[116];
     const double _k55 = d[117];
     const double _k56 = d[118];
+    const double _k57 = d[119];
     const double GonP = y[2];
     const double Ra = y[3];
     const double LHa = y[7];
@@ -800,8 +806,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k53;
-    const double nV = _k54;
+    const double shbg_m = _k54;
+    const double nV = _k55;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -811,7 +817,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k55 * ep2) * _k56);
+    o[7] = ((_k56 * ep2) * _k57);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;
@@ -829,10 +835,10 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
     (void)d;
     const double F_gon = p[15];
     const double tau_z = p[36];
-    const double F_TE = p[96];
-    const double F_TC = p[98];
-    const double F_gel = p[100];
-    const double F_fshx = p[107];
+    const double F_TE = p[97];
+    const double F_TC = p[99];
+    const double F_gel = p[101];
+    const double F_fshx = p[108];
     switch (drug) {
     case 0: /* testosterone_enanthate */
         y[21] += (F_TE) * amount;

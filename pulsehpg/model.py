@@ -123,7 +123,7 @@ VARS: tuple[Var, ...] = (
     # Sertoli cells and spermatogenesis
     Var("hF_ser", "F_tot / (F_tot + K_serF)"),
     Var("hT_ser", "Atub / (Atub + K_serT)"),
-    Var("ser_tgt", "(b_ser + (1.0 - b_ser) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
+    Var("ser_tgt", "(b_serF + (1.0 - b_serF) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
     Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2)"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),

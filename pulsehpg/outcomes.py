@@ -79,6 +79,8 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
         t, ev = time_to_event(times, labs["sperm_conc"] >= target, t0, semen)
         key = f"sperm_ge_{thr:g}"
         out[f"days_to_{key}"], out[f"event_{key}"] = t, ev
+    t, ev = time_to_event(times, labs["sperm_conc"] > 0, t0, semen)
+    out["days_to_sperm_present"], out["event_sperm_present"] = t, ev
     for name, lab, thr in (("lh_normal", "lh", LH_NORMAL), ("t_normal", "t_total", T_NORMAL)):
         t, ev = time_to_event(times, labs[lab] >= thr, t0, np.isfinite(labs[lab]))
         out[f"days_to_{name}"], out[f"event_{name}"] = t, ev

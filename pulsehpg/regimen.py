@@ -132,9 +132,10 @@ class RegimenRun:
             self.env.process(self._records())
         for f in self.processes:
             self.env.process(f(self))
-        self.env.run(until=self.horizon)
-        self.sync()
-        self.cohort.advance_to(self.horizon)
+        # events exactly at the horizon (a last visit) still happen
+        self.env.run(until=self.horizon + 1e-6)
+        if self.cohort.t < self.horizon:
+            self.cohort.advance_to(self.horizon)
         return self
 
     def sync(self) -> None:

@@ -91,6 +91,8 @@ class RunResult:
                    for k, v in vals.items()}
             lines.append(f"  {p.name:<22}{seen:>6}{med['lh']:>7}{med['fsh']:>7}"
                          f"{med['t_total']:>9}{med['e2']:>7}{med['sperm_conc']:>8}{azoo:>7}")
+        if not np.isfinite(r.visit_labs["sperm_conc"]).any():
+            return "\n".join(lines)
         tz = f"entry into '{sc.time_zero_phase}'" if sc.time_zero_phase else "start"
         if sc.time_zero_offset:
             tz += f" + {sc.time_zero_offset / 24:g} days"
