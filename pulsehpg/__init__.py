@@ -3,7 +3,9 @@
 from .cohort import DRUG_NAMES, OBSERVABLES, Cohort, Numerics
 from .params import REGISTRY
 from .phenotypes import PHENOTYPES
+from .run import RunResult, run
+from .scenario import Scenario, ScenarioError, load_scenario
 
 __version__ = "0.1.0"
 __all__ = ["Cohort", "Numerics", "DRUG_NAMES", "OBSERVABLES", "PHENOTYPES", "REGISTRY",
-           "__version__"]
+           "RunResult", "Scenario", "ScenarioError", "load_scenario", "run", "__version__"]

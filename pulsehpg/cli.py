@@ -544,6 +544,70 @@ def simulate_cmd(phenotype, n, seed, days, doses, pumps, overrides, shown, deter
     click.echo(summary_table(shown or SUMMARY_OUTPUTS, baseline, final, days), nl=False)
 
 
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+def _load(path: str):
+    from .scenario import load_scenario
+
+    with user_errors():
+        return load_scenario(path)
+
+
+@cli.command("check")
+@click.argument("scenario", metavar="SCENARIO.toml")
+def check_cmd(scenario):
+    """Validate a scenario file without running it."""
+    sc = _load(scenario)
+    phases = ", ".join(f"{p.name} ({p.duration / 24:g} d)" for p in sc.phases) or "dose records"
+    click.echo(f"{scenario}: ok: {sc.cohort.n} patients ({sc.cohort.phenotype}), "
+               f"phases: {phases}")
+
+
+@cli.command("run")
+@click.argument("scenario", metavar="SCENARIO.toml")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="write results to this HDF5 file")
+@click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
+              help="number of patients (default: the scenario's)")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="root seed (default: the scenario's)")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="OpenMP threads for the core")
+def run_cmd(scenario, out, n, seed, threads):
+    """Run a scenario and print a summary (and write HDF5 with -o)."""
+    from . import store
+    from .run import run
+
+    sc = _load(scenario)
+    if out is not None:
+        try:
+            store.check_writable(out)
+        except store.StoreError as e:
+            raise click.BadParameter(_one_line(e), param_hint="--out") from None
+    with user_errors():
+        result = run(sc, n=n, seed=seed, threads=threads)
+    click.echo(result.summary())
+    if out is not None:
+        try:
+            path = result.save(out)
+        except store.StoreError as e:
+            raise click.UsageError(_one_line(e)) from None
+        click.echo(f"results: {path}")
+
+
+@cli.command("inspect")
+@click.argument("path", metavar="RESULTS.h5")
+def inspect_cmd(path):
+    """Summarize what is in a results file."""
+    from . import store
+
+    try:
+        click.echo(store.inspect(path))
+    except (store.StoreError, OSError, ValueError) as e:
+        raise click.UsageError(_one_line(e)) from None
+
+
 def main(argv=None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name=PROG)

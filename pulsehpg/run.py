@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from .cohort import Cohort
+from .cohort import UNITS, Cohort
 from .outcomes import SPERM_THRESHOLDS, fraction_by, kaplan_meier, patient_outcomes
 from .params import REGISTRY
 from .regimen import LAB_VARIABLES, RegimenRun
@@ -52,12 +52,26 @@ def build_cohort(scenario: Scenario, n: int | None = None, seed=None, *, patient
                   threads=threads)
 
 
+def _outcome_unit(name: str) -> str:
+    if name.startswith("days_to_"):
+        return "day"
+    if name.endswith("_h"):
+        return "h"
+    if name.startswith(("event_", "rule_")):
+        return "1"
+    for prefix in ("nadir_", "peak_", "end_", "baseline_"):
+        if name.startswith(prefix):
+            return UNITS.get(name[len(prefix):], "1")
+    return "1"
+
+
 @dataclass
 class RunResult:
     scenario: Scenario
     cohort: Cohort
     regimen: RegimenRun
     outcomes: dict[str, np.ndarray]
+    seed: int = 0
 
     @property
     def visits(self) -> dict[str, np.ndarray]:
@@ -65,6 +79,31 @@ class RunResult:
         out = {"time_h": r.visit_time, "phase": r.visit_phase.astype(np.int32)}
         out.update(r.visit_labs)
         return out
+
+    def tables(self, point: int = 0, replicate: int = 0) -> dict:
+        """Arrays for :func:`pulsehpg.store.write_block` (patients, visits, units, codes)."""
+        n = self.cohort.n
+        patients = {"point": np.full(n, point, dtype=np.int64),
+                    "replicate": np.full(n, replicate, dtype=np.int64),
+                    "patient": self.cohort.patients.astype(np.int64)}
+        patients.update(self.outcomes)
+        units = {f"patients/{k}": _outcome_unit(k) for k in self.outcomes}
+        units.update({f"visits/{k}": UNITS.get(k, "1") for k in LAB_VARIABLES})
+        codes = {"visits/phase": {i: p.name for i, p in enumerate(self.scenario.phases)}
+                 | {-1: "none"}}
+        return {"patients": patients, "visits": self.visits, "units": units, "codes": codes}
+
+    def save(self, path, *, kind: str = "run"):
+        """Write the results to an HDF5 file (pulsehpg.store layout)."""
+        from . import store
+
+        t = self.tables()
+        return store.write_block(
+            path, config_text=self.scenario.text, seed=int(self.seed), kind=kind,
+            points={"point": np.array([0], dtype=np.int64)}, patients=t["patients"],
+            visits=t["visits"], units=t["units"], codes=t["codes"],
+            attrs={"scenario": self.scenario.name, "phenotype": self.scenario.cohort.phenotype,
+                   "n_patients": int(self.cohort.n)})
 
     def recovery(self, threshold: float = 20.0):
         """Kaplan-Meier (days, fraction) of time to sperm >= threshold M/mL."""
@@ -125,4 +164,5 @@ def run(scenario, n: int | None = None, seed=None, *, threads: int = 1, rules=No
     baseline = cohort.observe()["sperm_conc"]
     regimen = RegimenRun(scenario, cohort, rules=rules, processes=processes).run()
     outcomes = patient_outcomes(regimen, cohort.observe(), baseline)
-    return RunResult(scenario, cohort, regimen, outcomes)
+    return RunResult(scenario, cohort, regimen, outcomes,
+                     scenario.cohort.seed if seed is None else seed)

@@ -478,6 +478,16 @@ def _check_target(final: Path, overwrite: bool, action: str = "write") -> None:
                          path=final, errno=_errno.EEXIST)
 
 
+def check_writable(path) -> Path:
+    """Raise StoreError now if a results file could not be written at ``path``.
+
+    Lets a command refuse a bad ``-o`` before a long simulation, not after it.
+    """
+    final = Path(path)
+    _check_target(final, overwrite=True)
+    return final
+
+
 def _remove_quietly(path: Path) -> None:
     try:
         os.unlink(path)
