@@ -160,9 +160,10 @@ static inline void ph_fire_pulse(const ph_cohort *c, int i, double t) {
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    double g[4];
+    double g[5];
     ph_pulse_law(y, p, d, g);
-    double interval = g[0], mass = g[1];
+    /* deterministic: a regular train (g[4]), so pulse times never carry integration error */
+    double interval = c->deterministic ? g[4] : g[0], mass = g[1];
     if (!c->deterministic) {
         const double shape = g[2], cv = g[3];
         interval *= ph_gamma(c->key[i], &c->ctr[i], shape) / shape;
@@ -182,10 +183,11 @@ static inline void ph_first_pulse(const ph_cohort *c, int i, double t) {
     const double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    double g[4];
+    double g[5];
     ph_pulse_law(y, p, d, g);
     double phase = c->deterministic ? 0.5 : ph_uniform(c->key[i], &c->ctr[i]);
-    c->next_pulse[i] = (p[PH_P_GNRH_ON] > 0.0) ? t + phase * g[0] : INFINITY;
+    double interval = c->deterministic ? g[4] : g[0];
+    c->next_pulse[i] = (p[PH_P_GNRH_ON] > 0.0) ? t + phase * interval : INFINITY;
 }
 
 /* Advance patient i from t0 to t1, writing observables at the sample times

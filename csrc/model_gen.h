@@ -6,7 +6,7 @@
 #define PH_NS 58  /* states */
 #define PH_NP 132  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 120  /* derived: clearances, then param-only quantities */
+#define PH_ND 121  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 
@@ -205,6 +205,8 @@ static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
 static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double gnrh_on = p[0];
+    const double I_min = p[1];
+    const double I_gain = p[2];
     const double M_max = p[4];
     const double w_E = p[8];
     const double met_mass = p[10];
@@ -405,14 +407,16 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[114] = _k52;
     const double _k53 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
     d[115] = _k53;
-    const double _k54 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k54 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
     d[116] = _k54;
-    const double _k55 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k55 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[117] = _k55;
-    const double _k56 = (c_sp * k_epi);
+    const double _k56 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[118] = _k56;
-    const double _k57 = (1.0 / k_st);
+    const double _k57 = (c_sp * k_epi);
     d[119] = _k57;
+    const double _k58 = (1.0 / k_st);
+    d[120] = _k58;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = ((PH_LN2 / t_gon_abs));
     d[2] = ((PH_LN2 / t_gon));
@@ -746,6 +750,7 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k8 = d[70];
     const double _k52 = d[114];
     const double _k53 = d[115];
+    const double _k54 = d[116];
     const double Ts = y[14];
     const double E2 = y[15];
     const double Clo = y[25];
@@ -761,6 +766,7 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     g[1] = (_k53 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
+    g[4] = _k54;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -778,10 +784,10 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k1 = d[63];
     const double _k2 = d[64];
     const double _k3 = d[65];
-    const double _k54 = d[116];
     const double _k55 = d[117];
     const double _k56 = d[118];
     const double _k57 = d[119];
+    const double _k58 = d[120];
     const double GonP = y[2];
     const double Ra = y[3];
     const double LHa = y[7];
@@ -806,8 +812,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k54;
-    const double nV = _k55;
+    const double shbg_m = _k55;
+    const double nV = _k56;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -817,7 +823,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k56 * ep2) * _k57);
+    o[7] = ((_k57 * ep2) * _k58);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;

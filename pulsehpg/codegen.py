@@ -44,7 +44,7 @@ class Layout:
     outputs: tuple[str, ...]
     # the model's expressions with their parameter-only parts moved into `derived`
     rates: tuple[str, ...]
-    pulse: tuple[str, ...]  # interval mean, mass mean, interval shape, mass CV
+    pulse: tuple[str, ...]  # interval mean, mass mean, interval shape, mass CV, regular interval
     output_exprs: tuple[str, ...]
     output_vars: tuple[model.Var, ...]
 
@@ -115,7 +115,7 @@ def _build_layout() -> Layout:
     rates = tuple(hoist(s.rate) for s in model.STATES)
     pg = model.PULSE
     pulse = tuple(hoist(e) for e in (pg.interval_mean, pg.mass_mean, pg.interval_shape,
-                                      pg.mass_cv))
+                                      pg.mass_cv, pg.interval_regular))
     output_vars = tuple(model.Var(v.name, hoist(v.expr), v.meaning) for v in model.OUTPUT_VARS)
     output_exprs = tuple(hoist(o.expr) for o in model.OUTPUTS)
     derived += [model.Var(name, src, "parameter-only part of an expression")

@@ -38,7 +38,7 @@ class Numerics:
 
     h0: float = 1.0 / 60.0  # smallest step, hours
     growth: float = 1.0  # step <= growth * time since the last pulse
-    levels: int = 6  # ladder levels: h0 * 2**(levels-1) is the largest step
+    levels: int = 4  # ladder levels: h0 * 2**(levels-1) = 8 min is the largest step
     burn_in_days: float = 30.0  # equilibration with slow states sped up
     burn_in_accel: float = 20.0
     settle_days: float = 3.0  # then at normal speed

@@ -77,6 +77,7 @@ class PulseGenerator:
     mass_mean: str  # added to portal GnRH
     interval_shape: str  # gamma shape of the interval
     mass_cv: str  # log-normal CV of the mass
+    interval_regular: str  # deterministic mode: a regular train, free of state
     effects: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # state += expr * mass
     counts: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # state += expr
 
@@ -244,6 +245,9 @@ PULSE = PulseGenerator(
     mass_mean="gnrh_on * M_max * (1.0 - met_mass * met) / (1.0 + M_gain * fbH**M_hill)",
     interval_shape="I_shape",
     mass_cv="M_cv",
+    # the interval with feedback at its reference level (fbH = 1): a regular train, so
+    # that a deterministic run has no pulse times that depend on integration error
+    interval_regular="I_min * (1.0 + I_gain) * (1.0 + met_int * met)",
     effects=(("G", "1.0"),),
     counts=(("z", "1.0 / tau_z"),),
 )
