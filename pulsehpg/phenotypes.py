@@ -23,7 +23,10 @@ PHENOTYPES: dict[str, Phenotype] = {
             "mild_secondary_hypogonadism",
             "functional (metabolic) secondary hypogonadism: weak GnRH drive, T 200-250 ng/dL "
             "with LH about 4 IU/L (Shabsigh 2005; Taylor & Levine 2010)",
-            scale={"hypothalamus.pulse_mass_max": 0.45, "leydig.t_secretion": 0.6},
+            # weak GnRH drive and reduced Leydig responsiveness to LH (obesity lowers LH
+            # pulse amplitude and bioactivity: Vermeulen 1993; Pitteloud 2005)
+            scale={"hypothalamus.pulse_mass_max": 0.45, "leydig.lhr_kd": 5.0,
+                   "leydig.t_secretion": 1.4},
             set={"patient.metabolic_index": 0.6},
         ),
         Phenotype(
