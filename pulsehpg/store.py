@@ -83,7 +83,8 @@ from .params import REGISTRY
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
-    "inspect", "merge", "is_complete", "temp_path", "config_sha256",
+    "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
+    "read_json", "remove_temps",
 ]
 
 FORMAT = "pulsehpg-results"
@@ -513,23 +514,50 @@ def _fsync(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str) -> None:
-    """Write a file via ``fill(f)`` under a temporary name, then rename it to ``final``."""
+def _file_image(fill: Callable[[h5py.File], None]) -> bytes:
+    """The bytes of an HDF5 file built in memory by ``fill(f)`` (HDF5's core driver)."""
+    f = h5py.File(f"pulsehpg-image-{os.getpid()}", "w", driver="core", backing_store=False,
+                  track_order=True)
+    try:
+        fill(f)
+        f.flush()
+        return f.id.get_file_image()
+    finally:
+        f.close()
+
+
+def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str,
+                  in_memory: bool = False) -> None:
+    """Write a file via ``fill(f)`` under a temporary name, then rename it to ``final``.
+
+    in_memory=True builds the file in memory and writes its bytes with plain file I/O, so
+    HDF5 never sees a failed write: after one (disk full), HDF5 can crash the process later
+    when the half-closed file is freed (h5py issues #914, #2160). For files that fit in memory.
+    """
     tmp = temp_path(final)
     try:
-        f = _open(tmp, "w")
-        try:
-            fill(f)
-            f.flush()
-        except BaseException:
+        if in_memory:
+            image = _file_image(fill)
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+                fh.flush()
+                os.fsync(fh.fileno())
+            del image
+            os.replace(tmp, final)
+        else:
+            f = _open(tmp, "w")
             try:
-                f.close()
-            except Exception:
-                pass
-            raise
-        f.close()
-        _fsync(tmp)
-        os.replace(tmp, final)
+                fill(f)
+                f.flush()
+            except BaseException:
+                try:
+                    f.close()
+                except Exception:
+                    pass
+                raise
+            f.close()
+            _fsync(tmp)
+            os.replace(tmp, final)
     except BaseException as exc:
         _remove_quietly(tmp)
         # HDF5 reports failed writes as OSError, or as RuntimeError when flushing/closing
@@ -595,7 +623,7 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
                 long_names: Mapping[str, str] | None = None,
                 codes: Mapping[str, Mapping[int, str]] | None = None,
                 attrs: Mapping | None = None, config_hash: str | None = None,
-                kind: str = "block", overwrite: bool = True) -> Path:
+                kind: str = "block", overwrite: bool = True, in_memory: bool = False) -> Path:
     """Write one complete results file atomically and return its path.
 
     points: name -> 1-D array over sweep points; must include 'point' (unique ints).
@@ -613,6 +641,9 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
     config_hash: SHA-256 hex digest identifying the config; default
         sha256(config_text). Blocks merge only when it is the same.
     kind: 'run', 'sweep' or 'block'. overwrite=False refuses an existing file.
+    in_memory: build the file in memory and write it in one go (no temporary file exists
+        while it is built); a full disk then fails cleanly instead of leaving HDF5 in a
+        state that can crash the process later. Needs memory for the compressed file.
 
     Bad arguments raise ValueError before anything touches the disk; failures while
     writing raise StoreError (an OSError) naming the path and the reason, and leave
@@ -624,7 +655,7 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
                         units=units, long_names=long_names, codes=codes, attrs=attrs, kind=kind)
     final = Path(path)
     _check_target(final, overwrite)
-    _atomic_write(final, lambda f: _write_content(f, content), "write")
+    _atomic_write(final, lambda f: _write_content(f, content), "write", in_memory)
     return final
 
 
@@ -711,6 +742,87 @@ def is_complete(path) -> bool:
             return True
     except StoreError:
         return False
+
+
+# -- small files beside the results: folders, JSON manifests, stale temporaries -----------------
+_TEMP = re.compile(r"^(?P<final>.+)\.tmp-\d+$")
+
+
+def make_dir(path) -> Path:
+    """Create a folder (and its parents) if needed; StoreError if that is impossible."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create folder {path}: {_reason(exc)}", path=path,
+                         errno=_errno_of(exc)) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write into folder {path}: permission denied", path=path,
+                         errno=_errno.EACCES)
+    return path
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as JSON atomically (temporary name, fsync, rename)."""
+    import json
+
+    final = Path(path)
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    _check_target(final, True)
+    tmp = temp_path(final)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise StoreError(f"cannot write {final}: {_reason(exc)}", path=final,
+                         errno=_errno_of(exc)) from exc
+    _fsync(final.parent, directory=True)
+    return final
+
+
+def read_json(path):
+    """Read a JSON file written by :func:`write_json`; StoreError if unreadable or invalid."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {_reason(exc)}", path=path,
+                         errno=_errno_of(exc)) from exc
+
+
+def remove_temps(directory, select: Callable[[str], bool] | None = None) -> list[Path]:
+    """Delete stale ``<final>.tmp-<pid>`` files in ``directory`` (left behind by kill -9).
+
+    select(final_name) -> bool limits which ones (e.g. the blocks of one shard); never call
+    this while another process may still be writing those files. Returns what was removed.
+    """
+    removed = []
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return removed
+    except OSError as exc:
+        raise StoreError(f"cannot list {directory}: {_reason(exc)}", path=directory,
+                         errno=_errno_of(exc)) from exc
+    for name in names:
+        m = _TEMP.match(name)
+        if m and (select is None or select(m.group("final"))):
+            path = Path(directory) / name
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot remove the stale temporary file {path}: "
+                                 f"{_reason(exc)}", path=path, errno=_errno_of(exc)) from exc
+            removed.append(path)
+    return removed
 
 
 def inspect(path) -> str:
@@ -1028,7 +1140,7 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
         for ds, _, _ in copies:
             ds.id.flush()
 
-    _atomic_write(out, fill, "merge into")
+    _atomic_write(out, fill, "merge into", in_memory=not consolidate)  # views: a few KB
     return MergeResult(out, [os.fspath(e.path) for e in plan], missing, tot_pts, tot_pat)
 
 
