@@ -608,6 +608,119 @@ def inspect_cmd(path):
         raise click.UsageError(_one_line(e)) from None
 
 
+# ---------------------------------------------------------------------------
+# Sweeps
+# ---------------------------------------------------------------------------
+def _store_error(e) -> click.UsageError:
+    hint = ""
+    if getattr(e, "errno", None) in (28, 122):  # ENOSPC, EDQUOT
+        hint = " (finished blocks are kept: free some space, then rerun with --resume)"
+    return click.UsageError(_one_line(str(e)) + hint)
+
+
+@cli.command("sweep")
+@click.argument("config", metavar="CONFIG.toml")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="merged HDF5 results file (default: NAME.h5 for the sweep's name); block "
+                   "files go to OUT.blocks/")
+@click.option("-w", "--workers", type=click.IntRange(min=1), default=None,
+              help="worker processes (default: one per CPU core available; with --executor "
+                   "mpi: the MPI pool's size)")
+@click.option("--executor", type=click.Choice(("process", "mpi")), default="process",
+              show_default=True,
+              help="'process': local processes; 'mpi': mpi4py.futures.MPIPoolExecutor (run "
+                   "under mpiexec/srun; pip install 'pulsehpg[mpi]')")
+@click.option("--shard", metavar="K/N", default=None,
+              help="run only blocks k with k % N == K and do not merge (then `pulsehpg merge "
+                   "OUT`); '/N' takes K from SLURM_ARRAY_TASK_ID")
+@click.option("--resume", is_flag=True,
+              help="keep finished blocks, delete stale temporary files, run the rest "
+                   "(refused if the config changed)")
+@click.option("--consolidate", is_flag=True,
+              help="copy the blocks into OUT instead of virtual views onto OUT.blocks/")
+@click.option("-n", "--patients", type=click.IntRange(min=1), default=None,
+              help="patients per point and replicate (default: the config's)")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="root seed (default: the config's)")
+@click.option("--dry-run", is_flag=True, help="validate and describe the sweep; run nothing")
+@click.option("-q", "--quiet", is_flag=True, help="no progress line")
+def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patients, seed,
+              dry_run, quiet):
+    """Run a parameter sweep of a scenario (grid, random, Latin hypercube or Sobol points x
+    replicates), one HDF5 block file per block of points, merged into OUT."""
+    from . import store
+    from .sweep import SweepError, SweepInterrupted, SweepUsageError, load_config, parse_shard
+    from .sweep import sweep as run_sweep
+
+    with user_errors():
+        cfg = load_config(config, patients=patients, seed=seed)
+        shard = parse_shard(shard)
+    axes = "; ".join(f"{a.name} [{a.unit}]" for a in cfg.axes)
+    click.echo(f"{config}: {cfg.method}, {cfg.n_points} points x {cfg.replicates} replicate(s) "
+               f"x {cfg.patients} patients = {cfg.n_patients} patients in {cfg.n_blocks} "
+               f"block(s) of {cfg.block_size} point(s); axes: {axes}")
+    if dry_run:
+        return
+    try:
+        res = run_sweep(cfg, out, workers=workers, executor=executor, shard=shard,
+                        resume=resume, consolidate=consolidate, progress=not quiet)
+    except SweepInterrupted as e:
+        click.echo(f"{PROG} sweep: {_one_line(e)}", err=True)
+        sys.exit(130)
+    except SweepUsageError as e:
+        raise click.UsageError(_one_line(e)) from None
+    except ValueError as e:  # ScenarioError of a point
+        raise click.UsageError(_one_line(e)) from None
+    except store.StoreError as e:
+        raise _store_error(e) from None
+    except SweepError as e:
+        raise CommandError(_one_line(e)) from None
+    for p in res.removed_temps:
+        click.echo(f"removed stale temporary file {p}", err=True)
+    done = (f"ran {res.blocks_run} block(s), {res.patients_run} patients in "
+            f"{res.seconds:.1f} s ({res.patients_per_second:.3g} patients/s)"
+            if res.blocks_run else "nothing to run")
+    if res.blocks_skipped:
+        done += f"; {res.blocks_skipped} block(s) were already done"
+    if res.shard is not None:
+        k, n = res.shard
+        click.echo(f"shard {k}/{n}: {done}; blocks in {res.blocks_dir}/. When every shard is "
+                   f"done: {PROG} merge {res.out}")
+    else:
+        how = "copied from" if consolidate else "virtual views onto"
+        click.echo(f"{done}; results: {res.out} ({how} {res.blocks_dir}/)")
+
+
+@cli.command("merge")
+@click.argument("out", metavar="OUT.h5")
+@click.option("--consolidate", is_flag=True,
+              help="copy the blocks' rows into OUT (default: virtual views onto OUT.blocks/, "
+                   "which must stay beside OUT)")
+@click.option("--allow-missing", is_flag=True,
+              help="merge the blocks that exist; missing ones are listed in OUT "
+                   "(virtual views: their rows read as NaN / -1 until they appear)")
+def merge_cmd(out, consolidate, allow_missing):
+    """Merge the block files of a (sharded) sweep in OUT.blocks/ into OUT."""
+    from . import store
+    from .sweep import SweepUsageError, merge
+
+    try:
+        res = merge(out, consolidate=consolidate, allow_missing=allow_missing)
+    except SweepUsageError as e:
+        raise click.UsageError(_one_line(e)) from None
+    except store.MissingBlocksError as e:
+        raise CommandError(
+            f"{_one_line(e)}; finish them with `{PROG} sweep CONFIG --out {out} --resume` "
+            "(with the --shard K/N that owns them), or merge the rest with "
+            "--allow-missing") from None
+    except (store.StoreError, ValueError) as e:
+        raise click.UsageError(_one_line(e)) from None
+    missing = f", {len(res.missing)} block(s) missing: {', '.join(res.missing)}" \
+        if res.missing else ""
+    click.echo(f"merged {len(res.blocks) - len(res.missing)} of {len(res.blocks)} blocks "
+               f"({res.n_points} points, {res.n_patients} patients) into {res.path}{missing}")
+
+
 def main(argv=None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name=PROG)
