@@ -1,0 +1,528 @@
+"""pulsehpg.sweep: config validation, designs, determinism across engines and shards,
+kill -9 and resume, merge, unwritable output."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import pulsehpg
+from pulsehpg import store
+from pulsehpg.cli import cli
+from pulsehpg.params import BY_NAME
+from pulsehpg.run import run
+from pulsehpg.scenario import ScenarioError
+from pulsehpg.sweep import (METHODS, Progress, SweepUsageError, blocks_dir, dumps_toml,
+                            load_config, parse_config, parse_shard)
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+SCENARIO = """\
+name = "tiny-restart"
+[cohort]
+n = 3
+seed = 5
+[cohort.covariates]
+age = { dist = "uniform", low = 25, high = 45 }
+
+[[phase]]
+name = "trt"
+duration = "4 weeks"
+[[phase.drug]]
+name = "testosterone_cypionate"
+dose = 200
+schedule = "every 2 weeks"
+
+[[phase]]
+name = "serm"
+duration = "8 weeks"
+[[phase.drug]]
+name = "clomiphene"
+dose = "25 mg"
+schedule = "daily"
+[[phase.visit]]
+every = "4 weeks"
+labs = ["lh", "t_total", "semen"]
+[[phase.rule]]
+name = "add_gonadorelin"
+when = "lh < 4"
+then = [{ action = "add_drug", drug = "gonadorelin", dose = 10, schedule = "every 90 min" }]
+"""
+
+
+def sweep_text(*, method="grid", points=None, replicates=2, patients=2, seed=11, block_size=2,
+               axes=None, scenario='scenario = "tiny.toml"'):
+    axes = axes or [
+        {"name": "phase.serm.drug.clomiphene.dose", "values": ["12.5 mg", "25 mg", "50 mg"]},
+        {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]},
+    ]
+    sweep = {"method": method, "replicates": replicates, "patients": patients, "seed": seed,
+             "block_size": block_size}
+    if points is not None:
+        sweep["points"] = points
+    text = f'name = "tiny"\n{scenario}\n\n[sweep]\n' + dumps_toml(sweep)
+    for a in axes:
+        text += "\n[[sweep.axis]]\n" + dumps_toml(a)
+    return text
+
+
+def write_config(tmp_path, text=None, name="sweep.toml", **kw):
+    (tmp_path / "tiny.toml").write_text(SCENARIO)
+    p = tmp_path / name
+    p.write_text(text if text is not None else sweep_text(**kw))
+    return p
+
+
+def cli_run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="pulsehpg")
+
+
+def subprocess_cli(*args, **kw):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "pulsehpg", *map(str, args)],
+                          capture_output=True, text=True, env=env, **kw)
+
+
+def assert_same_results(a, b, *, points=True):
+    ra, rb = store.read(a), store.read(b)
+    groups = ("points", "patients", "visits") if points else ("patients", "visits")
+    for g in groups:
+        assert list(ra[g]) == list(rb[g]), g
+        for k in ra[g]:
+            x, y = ra[g][k], rb[g][k]
+            assert x.dtype == y.dtype and x.shape == y.shape, (g, k)
+            if x.dtype.kind == "f":
+                assert np.array_equal(x, y, equal_nan=True), (g, k)
+            else:
+                assert np.array_equal(x, y), (g, k)
+    assert ra["attrs"]["config_sha256"] == rb["attrs"]["config_sha256"] or not points
+
+
+# ---------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------
+def test_example_config_is_valid_and_small():
+    cfg = load_config(EXAMPLES / "sweep-restart.toml")
+    assert cfg.method == "grid" and cfg.n_points == 18 and cfg.n_blocks == 9
+    assert cfg.n_patients <= 1000
+    assert [a.unit for a in cfg.axes] == ["mg", "min", "month"]
+    fast = load_config(EXAMPLES / "sweep-restart.toml", patients=5)
+    assert fast.n_patients == 18 * 2 * 5 and fast.sha256 != cfg.sha256
+    sc = cfg.scenario_at(cfg.design()[-1])
+    assert sc.phase("trt").duration == 12 * 730.5
+    assert sc.phase("serm").drugs[0].dose == 50.0
+    add = sc.phase("serm").rules[0].actions[0]
+    assert add.drug == "gonadorelin" and add.schedule.kind == "pump" and add.schedule.period == 2.0
+
+
+def test_resolved_config_is_a_config_with_the_same_hash(tmp_path):
+    cfg = load_config(write_config(tmp_path))
+    again = parse_config(cfg.text, tmp_path / "elsewhere.toml")
+    assert again.text == cfg.text and again.sha256 == cfg.sha256
+    # comments and formatting do not change the identity of a sweep
+    cfg2 = load_config(write_config(tmp_path, "# a comment\n" + sweep_text(), name="b.toml"))
+    assert cfg2.sha256 == cfg.sha256
+
+
+def test_toml_writer_round_trips_every_example():
+    for f in sorted(EXAMPLES.glob("*.toml")):
+        doc = tomllib.loads(f.read_text())
+        assert tomllib.loads(dumps_toml(doc)) == doc, f.name
+    odd = {"a b": "x\"y\\z\n\t\x01\x7f é", "n": [1, 2.5, float("inf"), -0.0, True],
+           "t": {"u": [{"v": 1}, {"w": {"x": "y"}}], "long": list(range(40))}}
+    assert tomllib.loads(dumps_toml(odd)) == odd
+
+
+def test_inline_scenario_table(tmp_path):
+    inline = "[scenario]\n" + textwrap.indent(SCENARIO, "").replace("[cohort", "[scenario.cohort") \
+        .replace("[[phase", "[[scenario.phase")
+    text = sweep_text(scenario="")
+    text = text.replace('name = "tiny"\n', 'name = "tiny"\n', 1) + "\n" + inline
+    cfg = parse_config(text, tmp_path / "inline.toml")
+    ref = load_config(write_config(tmp_path))
+    assert cfg.sha256 == ref.sha256
+
+
+BAD = [
+    ({"method": "gird"}, "sweep.method", "did you mean 'grid'"),
+    ({"axes": [{"name": "steroid.shbx", "values": [20, 30]}]}, "sweep.axis[0].name",
+     "steroid.shbg"),
+    ({"axes": [{"name": "steroid.shbg", "values": [20, 900]}]}, "sweep.axis[0].values[1]",
+     "outside the allowed range of steroid.shbg"),
+    ({"axes": [{"name": "steroid.shbg", "range": [0, 50], "scale": "log"}],
+      "method": "random", "points": 4}, "sweep.axis[0].range[0]", "log scale needs lo > 0"),
+    ({"axes": [{"name": "steroid.shbg", "range": [20, 50]}]}, "sweep.axis[0].num",
+     "needs num"),
+    ({"axes": [{"name": "steroid.shbg", "range": [20, 50], "num": 3}], "method": "sobol",
+      "points": 8}, "sweep.axis[0].num", "only for method = 'grid'"),
+    ({"method": "random"}, "sweep.points", "is required"),
+    ({"points": 5}, "sweep.points", "points is for random"),
+    ({"axes": [{"name": "phase.washout.duration", "values": ["2 weeks"]}]},
+     "sweep.axis[0].name", "phases: trt, serm"),
+    ({"axes": [{"name": "phase.serm.drug.hcg.dose", "values": [1000]}]}, "sweep.axis[0].name",
+     "its drugs: clomiphene"),
+    ({"axes": [{"name": "phase.trt.duration", "values": [2, 4]}]}, "sweep.axis[0].values[0]",
+     "has no unit"),
+    ({"axes": [{"name": "phase.trt.duration", "values": ["2 fortnights"]}]},
+     "sweep.axis[0].values[0]", "cannot read '2 fortnights'"),
+    ({"axes": [{"name": "phase.serm.drug.clomiphene.dose", "values": ["25 IU"]}]},
+     "sweep.axis[0].values[0]", "expected a number in mg"),
+    ({"axes": [{"name": "phase.serm.drug.clomiphene.interval", "values": ["5 min"]}]},
+     "sweep.axis[0].values[0]", "between 15 min"),
+    ({"axes": [{"name": "phase.serm.rule.add_gonadorelin.drug.gonadorelin.interval",
+                "values": ["1 h"], "unit": "parsecs"}]}, "sweep.axis[0].unit",
+     "unknown time unit"),
+    ({"axes": [{"name": "steroid.shbg", "values": [20], "unit": "mg"}]}, "sweep.axis[0].unit",
+     "nmol/L"),
+    ({"axes": [{"name": "steroid.shbg", "values": [20, 20]}]}, "sweep.axis[0].values",
+     "distinct"),
+    ({"axes": [{"name": "steroid.shbg", "values": [20]}, {"name": "steroid.shbg",
+                                                          "values": [30]}]},
+     "sweep.axis[1].name", "also sweep.axis[0]"),
+    ({"axes": [{"name": "phase.serm.rule.nope.drug.gonadorelin.dose", "values": [5]}]},
+     "sweep.axis[0].name", "its rules: add_gonadorelin"),
+    ({"replicates": 0}, "sweep.replicates", "outside the allowed range"),
+]
+
+
+@pytest.mark.parametrize("changes,path,text", BAD, ids=[b[1] + ":" + b[2][:20] for b in BAD])
+def test_config_errors_name_the_key_path(tmp_path, changes, path, text):
+    p = write_config(tmp_path, **changes)
+    with pytest.raises(ScenarioError) as info:
+        load_config(p)
+    msg = str(info.value)
+    assert msg.startswith(path), msg
+    assert text in msg, msg
+    if info.value.line is not None:  # the line is where the key path is written
+        assert 1 <= info.value.line <= len(p.read_text().splitlines())
+
+
+def test_structural_parameter_and_interval_of_a_times_schedule(tmp_path):
+    structural = next(p.name for p in BY_NAME.values() if p.structural)
+    p = write_config(tmp_path, axes=[{"name": structural, "values": [1.0]}])
+    with pytest.raises(ScenarioError, match="structural"):
+        load_config(p)
+    p = write_config(tmp_path, axes=[{"name": "phase.trt.drug.testosterone_cypionate.interval",
+                                      "values": ["1 week", "3 weeks"]}])
+    assert load_config(p).axes[0].unit == "week"
+
+
+def test_axis_value_that_breaks_the_scenario_names_the_axis(tmp_path):
+    text = SCENARIO.replace('schedule = "daily"', 'schedule = "daily"\nstart = "3 weeks"')
+    (tmp_path / "tiny.toml").write_text(text)
+    p = tmp_path / "s.toml"
+    p.write_text(sweep_text(axes=[{"name": "phase.serm.duration",
+                                   "values": ["2 weeks", "8 weeks"]}]))
+    with pytest.raises(ScenarioError) as info:
+        load_config(p)
+    assert str(info.value).startswith("sweep.axis[0]")
+    assert "phase.serm.duration = 2 week" in str(info.value)
+
+
+def test_scenario_errors_name_the_scenario_file(tmp_path):
+    (tmp_path / "tiny.toml").write_text(SCENARIO.replace('dose = 200', 'dose = -5'))
+    p = tmp_path / "s.toml"
+    p.write_text(sweep_text())
+    with pytest.raises(ScenarioError) as info:
+        load_config(p)
+    assert "tiny.toml: phase[0].drug[0].dose" in str(info.value)
+    p.write_text(sweep_text(scenario='scenario = "missing.toml"'))
+    with pytest.raises(ScenarioError, match="missing.toml.*not found"):
+        load_config(p)
+
+
+def test_cli_config_error_exits_2(tmp_path):
+    p = write_config(tmp_path, axes=[{"name": "steroid.shbg", "values": [20, 900]}])
+    r = cli_run("sweep", p, "-o", tmp_path / "x.h5")
+    assert r.exit_code == 2, r.output
+    assert "sweep.axis[0].values[1]" in r.output and "900" in r.output
+    assert not (tmp_path / "x.h5.blocks").exists()
+
+
+def test_registry_parameter_axis_replaces_the_covariate(tmp_path):
+    p = write_config(tmp_path, axes=[{"name": "patient.age", "values": [30, 60]}])
+    cfg = load_config(p)
+    sc = cfg.scenario_at([60.0])
+    assert sc.cohort.params["patient.age"] == 60.0
+    assert "patient.age" not in sc.cohort.covariates
+
+
+# ---------------------------------------------------------------------------
+# Designs
+# ---------------------------------------------------------------------------
+AXES = [{"name": "steroid.shbg", "range": [10, 80], "scale": "log"},
+        {"name": "phase.serm.drug.clomiphene.dose", "range": [12.5, 50]},
+        {"name": "phase.trt.duration", "values": ["2 weeks", "3 weeks", "4 weeks"]}]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_methods_give_the_points_within_bounds(tmp_path, method):
+    axes = [dict(a) for a in AXES]
+    if method == "grid":
+        axes[0]["num"], axes[1]["num"] = 4, 2
+        kw = {}
+    else:
+        kw = {"points": 32}
+    cfg = load_config(write_config(tmp_path, method=method, axes=axes, **kw))
+    d = cfg.design()
+    n = 4 * 2 * 3 if method == "grid" else 32
+    assert d.shape == (n, 3) and cfg.n_points == n
+    assert np.all((d[:, 0] >= 10) & (d[:, 0] <= 80))
+    assert np.all((d[:, 1] >= 12.5) & (d[:, 1] <= 50))
+    assert set(d[:, 2]) <= {2.0, 3.0, 4.0}
+    assert np.array_equal(d, cfg.design())  # seeded
+    if method == "grid":
+        assert np.allclose(sorted(set(d[:, 0])), np.geomspace(10, 80, 4))
+        assert list(d[:3, 2]) == [2.0, 3.0, 4.0]  # the last axis varies fastest
+        assert len({tuple(r) for r in d}) == n
+    else:
+        other = load_config(write_config(tmp_path, method=method, axes=axes, seed=12, **kw))
+        assert not np.array_equal(d, other.design())
+        assert set(d[:, 2]) == {2.0, 3.0, 4.0}
+    if method == "latin_hypercube":  # one point in each of the n strata of every axis
+        u = (np.log(d[:, 0]) - np.log(10)) / (np.log(80) - np.log(10))
+        assert sorted(np.floor(u * n).astype(int)) == list(range(n))
+        u = (d[:, 1] - 12.5) / 37.5
+        assert sorted(np.floor(u * n).astype(int)) == list(range(n))
+
+
+def test_default_block_size():
+    from pulsehpg.sweep import _default_block_size
+
+    assert _default_block_size(10_000, 50) == 20  # ~1000 patients per block
+    assert _default_block_size(18, 50) == 2  # enough blocks to keep workers busy
+    assert _default_block_size(3, 5000) == 1
+
+
+# ---------------------------------------------------------------------------
+# Running: seeds, engines, shards
+# ---------------------------------------------------------------------------
+def test_a_point_is_the_run_of_its_scenario_with_the_keyed_seed(tmp_path):
+    p = write_config(tmp_path, replicates=2, patients=3, block_size=4)
+    res = pulsehpg.sweep(p, out=tmp_path / "o.h5", workers=1)
+    assert res.blocks_run == 2 and res.patients_run == 6 * 2 * 3
+    data = store.read(tmp_path / "o.h5")
+    cfg = res.config
+    design = cfg.design()
+    pts = data["patients"]
+    for point, rep in ((0, 0), (4, 1)):
+        want = run(cfg.scenario_at(design[point]), n=3,
+                   seed=np.random.SeedSequence(cfg.seed, spawn_key=(point, rep))).tables(point, rep)
+        rows = (pts["point"] == point) & (pts["replicate"] == rep)
+        assert list(pts["patient"][rows]) == [0, 1, 2]
+        for k, v in want["patients"].items():
+            assert np.array_equal(pts[k][rows], v, equal_nan=True), k
+    assert np.array_equal(data["points"]["phase.trt.duration"], design[:, 1])
+    assert data["units"]["points/phase.trt.duration"] == "week"
+    assert data["attrs"]["kind"] == "sweep" and data["attrs"]["seed"] == 11
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted sweep, one process."""
+    tmp = tmp_path_factory.mktemp("ref")
+    p = write_config(tmp)
+    res = pulsehpg.sweep(p, out=tmp / "ref.h5", workers=1)
+    assert res.merged is not None and res.merged.n_patients == 24
+    return tmp / "ref.h5"
+
+
+def test_workers_and_block_size_do_not_change_results(tmp_path, reference):
+    p = write_config(tmp_path)
+    out = tmp_path / "w2.h5"
+    buf = io.StringIO()
+    res = pulsehpg.sweep(p, out=out, workers=2, progress=True, stream=buf)
+    assert res.blocks_run == 3 and "24/24 patients" in buf.getvalue()
+    assert_same_results(out, reference)
+    p2 = write_config(tmp_path, name="b5.toml", block_size=5)
+    pulsehpg.sweep(p2, out=tmp_path / "b5.h5", workers=2, consolidate=True)
+    assert_same_results(tmp_path / "b5.h5", reference, points=False)
+    assert store.read(tmp_path / "b5.h5")["attrs"]["consolidated"] == 1
+
+
+def test_shards_then_merge_equal_one_run(tmp_path, reference):
+    p = write_config(tmp_path)
+    out = tmp_path / "sh.h5"
+    r0 = pulsehpg.sweep(p, out=out, workers=1, shard="0/2")
+    assert r0.blocks == [0, 2] and r0.merged is None and not out.exists()
+    r = cli_run("merge", out)  # block 1 is missing
+    assert r.exit_code == 1, r.output
+    assert "1 of 3 expected blocks are missing" in r.output and "block-00001.h5" in r.output
+    r = cli_run("merge", out, "--allow-missing")
+    assert r.exit_code == 0, r.output
+    part = store.read(out)
+    assert part["attrs"]["missing_blocks"] == ["sh.h5.blocks/block-00001.h5"]
+    assert np.isnan(part["patients"]["end_lh"][8:16]).all()
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1")
+    assert parse_shard("/2", env) == (1, 2)
+    r1 = pulsehpg.sweep(p, out=out, workers=1, shard=parse_shard("/2", env))
+    assert r1.blocks == [1]
+    r = cli_run("merge", out)
+    assert r.exit_code == 0 and "merged 3 of 3 blocks" in r.output, r.output
+    assert_same_results(out, reference)
+
+
+def test_shard_spec_errors():
+    assert parse_shard("3/4") == (3, 4)
+    for bad in ("4/4", "x/2", "1/0", "2"):
+        with pytest.raises(SweepUsageError):
+            parse_shard(bad)
+    with pytest.raises(SweepUsageError, match="SLURM_ARRAY_TASK_ID"):
+        parse_shard("/4", {})
+    r = cli_run("sweep", EXAMPLES / "sweep-restart.toml", "--shard", "5/4", "--dry-run")
+    assert r.exit_code == 2 and "0..3" in r.output
+
+
+def test_merge_without_a_sweep(tmp_path):
+    r = cli_run("merge", tmp_path / "none.h5")
+    assert r.exit_code == 2 and "manifest.json not found" in r.output
+
+
+# ---------------------------------------------------------------------------
+# Crash safety, resume, refusals
+# ---------------------------------------------------------------------------
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
+    # 16 blocks of one point, each a few tenths of a second
+    p = write_config(tmp_path, replicates=1, patients=6, block_size=1,
+                     axes=[{"name": "phase.serm.drug.clomiphene.dose",
+                            "range": [10.0, 50.0], "num": 8},
+                           {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
+    ref = tmp_path / "ref.h5"
+    pulsehpg.sweep(p, out=ref, workers=2)
+    out = tmp_path / "killed.h5"
+    bdir = blocks_dir(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 60
+    while not list(bdir.glob("block-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(bdir.glob("block-*.h5"))
+    assert 1 <= len(done) < 16, "the sweep was not killed mid-run"
+    assert not out.exists()
+    for f in done:  # finished blocks are complete files
+        assert store.is_complete(f)
+    missing = next(k for k in range(16) if not (bdir / f"block-{k:05d}.h5").exists())
+    stale = bdir / f"block-{missing:05d}.h5.tmp-999999"
+    stale.write_bytes(b"half a block")
+    before = {f.name: f.stat().st_mtime_ns for f in done}
+
+    r = subprocess_cli("sweep", p, "-o", out)  # without --resume: refused
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"{len(done)} block(s) were already done" in r.stdout
+    assert not list(bdir.glob("*.tmp-*"))
+    for name, mtime in before.items():  # finished work was not redone
+        assert (bdir / name).stat().st_mtime_ns == mtime
+    assert_same_results(out, ref)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    p = write_config(tmp_path)
+    out = tmp_path / "c.h5"
+    pulsehpg.sweep(p, out=out, workers=1, shard="0/3")
+    p.write_text(sweep_text(axes=[
+        {"name": "phase.serm.drug.clomiphene.dose", "values": ["12.5 mg", "25 mg", "100 mg"]},
+        {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}]))
+    r = cli_run("sweep", p, "-o", out, "--resume")
+    assert r.exit_code == 2, r.output
+    assert "different config" in r.output and "changed since the first run" in r.output
+    r = cli_run("sweep", write_config(tmp_path, name="same.toml"), "-o", out, "--resume", "-n", "3")
+    assert r.exit_code == 2 and "different config" in r.output
+    with pytest.raises(SweepUsageError):
+        pulsehpg.sweep(p, out=out, resume=True)
+
+
+def test_unwritable_output_exits_2(tmp_path):
+    p = write_config(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "o.h5", tmp_path / "no" / "such" / "o.h5"):
+        r = cli_run("sweep", p, "-o", out)
+        assert r.exit_code == 2, r.output
+        assert str(out.parent) in r.output
+    (tmp_path / "adir.h5").mkdir()
+    r = cli_run("sweep", p, "-o", tmp_path / "adir.h5")
+    assert r.exit_code == 2 and "directory" in r.output
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_full_disk_exits_2_and_keeps_nothing_half_written(tmp_path):
+    import resource
+
+    p = write_config(tmp_path)
+    out = tmp_path / "full.h5"
+
+    def limit():  # files larger than 40 kB cannot be written: like a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    r = subprocess_cli("sweep", p, "-o", out, "-w", "1", preexec_fn=limit)
+    assert r.returncode == 2, r.stderr
+    assert "file too large" in r.stderr or "no space" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(blocks_dir(out).glob("*.tmp-*"))
+    assert not list(blocks_dir(out).glob("block-*.h5"))
+
+
+def test_mpi_executor_without_mpi4py_is_a_clear_error(tmp_path):
+    pytest.importorskip("click")
+    try:
+        import mpi4py  # noqa: F401
+        pytest.skip("mpi4py is installed")
+    except ImportError:
+        pass
+    r = cli_run("sweep", write_config(tmp_path), "-o", tmp_path / "m.h5", "--executor", "mpi")
+    assert r.exit_code == 2 and "pip install 'pulsehpg[mpi]'" in r.output, r.output
+
+
+# ---------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_does_not_spam_logs():
+    clock, buf = _Clock(), io.StringIO()
+    bar = Progress(1000, 100, stream=buf, clock=clock, log_every=30.0)
+    for _ in range(100):
+        clock.t += 1.0
+        bar.show()
+        bar.add(10)
+    lines = buf.getvalue().splitlines()
+    assert 3 <= len(lines) <= 5  # about one per 30 s, and the last
+    assert lines[-1].startswith("sweep: 1000/1000 patients (100 %), blocks 100/100, 10 patients/s")
+
+
+def test_progress_on_a_terminal_redraws_one_line():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    clock, buf = _Clock(), Tty()
+    bar = Progress(100, 4, stream=buf, clock=clock)
+    for _ in range(4):
+        clock.t += 2.0
+        bar.add(25)
+    bar.close()
+    text = buf.getvalue()
+    assert text.count("\r") == 4 and text.endswith("\n") and text.count("\n") == 1
+    assert "ETA 0:06" in text.split("\r")[1]
