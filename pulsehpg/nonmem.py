@@ -28,6 +28,7 @@ __all__ = ["DoseRecord", "read_dose_records", "expand_records"]
 
 _DRUGS = tuple(d.name for d in model.DRUGS)
 _COLUMNS = ("ID", "TIME", "AMT", "II", "ADDL", "RATE", "EVID")
+MAX_ADDL = 100_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class DoseRecord:
 
 def read_dose_records(path) -> tuple[DoseRecord, ...]:
     path = Path(path)
+    try:
+        return _read(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file ({e})") from None
+
+
+def _read(path: Path) -> tuple[DoseRecord, ...]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
@@ -56,7 +64,15 @@ def read_dose_records(path) -> tuple[DoseRecord, ...]:
         drug_col = cols.get("DRUG", cols.get("CMT"))
         ids: dict[str, int] = {}
         out = []
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
+            header = (f"{len(reader.fieldnames)} fields of the header "
+                      f"({', '.join(reader.fieldnames)})")
+            if None in row:
+                raise ValueError(f"{path}, line {line}: more fields than the {header}")
+            if None in row.values():
+                raise ValueError(f"{path}, line {line}: fewer fields than the {header}")
+
             def num(name, default=0.0, _row=row, _line=line):
                 raw = _row.get(cols[name], "") if name in cols else ""
                 raw = (raw or "").strip()
@@ -71,8 +87,14 @@ def read_dose_records(path) -> tuple[DoseRecord, ...]:
                     raise ValueError(f"{path}, line {_line}: {name} must be finite, got {raw!r}")
                 return v
 
-            pid = ids.setdefault(row[cols["ID"]].strip(), len(ids))
-            time, evid = num("TIME"), int(num("EVID"))
+            key = row[cols["ID"]].strip()
+            if key in ("", "."):
+                raise ValueError(f"{path}, line {line}: ID is empty")
+            pid = ids.setdefault(key, len(ids))
+            time, evid = num("TIME"), num("EVID")
+            if not evid.is_integer():
+                raise ValueError(f"{path}, line {line}: EVID must be 0, 1 or 2, got {evid:g}")
+            evid = int(evid)
             if time < 0:
                 raise ValueError(f"{path}, line {line}: TIME must be >= 0, got {time:g}")
             if evid in (3, 4):
@@ -92,6 +114,9 @@ def read_dose_records(path) -> tuple[DoseRecord, ...]:
                 raise ValueError(f"{path}, line {line}: AMT must be > 0 and II, ADDL, RATE "
                                  f">= 0 (ADDL a whole number), got AMT={amt:g} II={ii:g} "
                                  f"ADDL={addl:g} RATE={rate:g}")
+            if addl > MAX_ADDL:
+                raise ValueError(f"{path}, line {line}: ADDL={addl:g} is more than {MAX_ADDL} "
+                                 f"additional doses")
             if addl > 0 and ii <= 0:
                 raise ValueError(f"{path}, line {line}: ADDL={addl:g} needs II > 0")
             out.append(DoseRecord(pid, time, 1, drug, amt, rate, ii, int(addl)))

@@ -111,10 +111,14 @@ class RegimenRun:
                 self.rule_first[f"{p.name}.{r.name}"] = np.full(n, np.nan)
                 self.rule_count[f"{p.name}.{r.name}"] = np.zeros(n, dtype=np.int32)
         self.custom_rules = rules or {}
+        names = [p.name for p in scenario.phases]
         for name in self.custom_rules:
-            scenario.phase(name)  # KeyError -> caller validates
+            if name not in names:
+                raise ValueError(f"rules: unknown phase {name!r}; phases: {', '.join(names)}")
         self.processes = processes
         self._infusion = np.zeros((n, len(DRUG_NAMES)))
+        self._entry_time = np.full(n, -np.inf)  # phase entries at one instant: loop guard
+        self._entries_now = np.zeros(n, dtype=np.int64)
         self._seq = itertools.count()
         # visit log: grows by doubling
         self._cap = 8
@@ -152,6 +156,7 @@ class RegimenRun:
     # -- a phase, for a group of patients ------------------------------------------
     def _group(self, index: int, mask: np.ndarray):
         env, phase = self.env, self.scenario.phases[index]
+        self._check_loop(phase, mask)
         g = _Group(index, phase, env.now, mask.copy())
         self.entered[phase.name][g.mask & np.isnan(self.entered[phase.name])] = env.now
         end = g.t0 + phase.duration
@@ -193,6 +198,20 @@ class RegimenRun:
                 g.mask[:] = False
                 self._leave_to_next(index, phase, leaving)
                 return
+
+    def _check_loop(self, phase: Phase, mask: np.ndarray):
+        """Refuse endless phase changes at one instant ('goto' rules at visits at 0 h)."""
+        now = self.env.now
+        same = mask & (self._entry_time == now)
+        self._entries_now[mask] = np.where(same[mask], self._entries_now[mask] + 1, 1)
+        self._entry_time[mask] = now
+        looping = mask & (self._entries_now > 10 * len(self.scenario.phases))
+        if looping.any():
+            raise RuntimeError(
+                f"patient(s) {np.flatnonzero(looping)[:5].tolist()} changed phase "
+                f"{self._entries_now[looping].max()} times at t = {now:g} h without time "
+                f"passing (last: into '{phase.name}'): a loop of 'goto' rules at visits at "
+                f"'0 h'; make the conditions exclusive or move the visits")
 
     def _start_run(self, g: _Group, heap, plan: DrugPlan, mask: np.ndarray, now=None):
         now = self.env.now if now is None else now
@@ -328,7 +347,7 @@ class RegimenRun:
         for f in self.custom_rules.get(g.phase.name, ()):
             for action, mask in f(result) or ():
                 if isinstance(action, dict):
-                    action = _action_from_dict(action)
+                    action = _action_from_dict(action, [p.name for p in self.scenario.phases])
                 m = np.asarray(mask, dtype=bool) & g.mask & self.active
                 if m.any():
                     self._apply(g, action, m, heap)
@@ -378,7 +397,8 @@ class RegimenRun:
             if items[0][2] == "visit":
                 seen = np.zeros(self.n, dtype=bool)
                 seen[[i[3] for i in items if i[3] < self.n]] = True
-                self.visit(seen & self.active, labs_mod.LAB_TESTS)
+                # the table's own schedule: like its doses, not ended with the phases
+                self.visit(seen, labs_mod.LAB_TESTS)
                 continue
             for kind, drug in {(i[2], i[4]) for i in items}:
                 amount = np.zeros(self.n)
@@ -396,8 +416,7 @@ class RegimenRun:
                     self.cohort.start_infusion(drug, self._infusion[:, j], mask=mask)
 
 
-def _action_from_dict(d: dict) -> Action:
+def _action_from_dict(d: dict, phase_names: list[str]) -> Action:
     from .scenario import _action, _Reader
 
-    names = list(d.get("phase", "")) and [d["phase"]]
-    return _action(_Reader(""), d, "action", names)
+    return _action(_Reader(""), d, "action", phase_names)

@@ -52,6 +52,8 @@ class Condition:
                 right = self._value(right_node, values)
                 with np.errstate(invalid="ignore"):
                     res = _CMP[type(op)](left, right)
+                # a lab not measured (NaN) makes any comparison false, != included
+                res = np.logical_and(res, ~(np.isnan(left) | np.isnan(right)))
                 out = res if out is None else np.logical_and(out, res)
                 left = right
             return out
@@ -70,12 +72,15 @@ def parse_condition(text, what: str = "when") -> Condition:
     """Parse and check a condition; errors name the offending part and what is allowed."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{what}: expected a condition such as 'lh < 4', got {text!r}")
+    if len(text) > 2000:
+        raise ValueError(f"{what}: a condition of {len(text)} characters is too long "
+                         f"(at most 2000)")
     try:
         tree = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise ValueError(f"{what}: cannot parse {text!r}; write comparisons joined by "
+        _check(tree, text, what)
+    except (SyntaxError, RecursionError, MemoryError):
+        raise ValueError(f"{what}: cannot parse {text[:80]!r}; write comparisons joined by "
                          f"'and'/'or', e.g. 'lh < 4 and weeks_in_phase >= 8'") from None
-    _check(tree, text, what)
     return Condition(text.strip(), tree)
 
 

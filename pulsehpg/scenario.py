@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,9 @@ from . import model as _model
 
 DRUG_UNITS = {d.name: d.unit for d in _model.DRUGS}
 ACTIONS = ("add_drug", "stop_drug", "set_dose", "goto", "end")
+MAX_PHASE = 100 * 8766.0  # h: the longest phase
+MIN_PHASE = 1 / 60  # h: the shortest (the clock must move on from phase to phase)
+MAX_VISITS = 10_000  # per [[phase.visit]] table
 COVARIATES = {"age": "patient.age", "testis_function": "patient.testis_function",
               "metabolic_index": "patient.metabolic_index", "shbg": "steroid.shbg"}
 
@@ -37,9 +41,13 @@ class ScenarioError(ValueError):
     """A scenario that cannot be run; the message says where and why."""
 
     def __init__(self, path: str, message: str, line: int | None = None):
-        self.path, self.line = path, line
-        where = f"{path}" + (f" (line {line})" if line else "")
-        super().__init__(f"{where}: {message}")
+        self.path, self.message, self.line = path, message, line
+        # args are the constructor's: copies (SimPy re-raises a copy) and pickles work
+        super().__init__(path, message, line)
+
+    def __str__(self) -> str:
+        where = f"{self.path}" + (f" (line {self.line})" if self.line else "")
+        return f"{where}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -139,19 +147,118 @@ class Scenario:
 
 
 # ---------------------------------------------------------------------------
+_BARE = r"""[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'"""
+_DOTTED = rf"(?:{_BARE})(?:\s*\.\s*(?:{_BARE}))*"
+_HEADER = re.compile(rf"\s*(\[\[?)\s*({_DOTTED})\s*\]")
+_KEYVAL = re.compile(rf"\s*({_DOTTED})\s*=")
+
+
+def _key_parts(dotted: str) -> list[str]:
+    return [k.strip("\"'") for k in re.findall(_BARE, dotted)]
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}.{b}" if a else b
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Line where each key path (``phase[1].drug[0].dose``) is written.
+
+    A light scan of the TOML text: table headers, arrays of tables, dotted keys,
+    inline tables and arrays (also over several lines); multi-line strings are skipped.
+    """
+    index: dict[str, int] = {}
+    arrays: dict[str, int] = {}  # concrete path of an array of tables -> tables so far
+    table, base, quote = "", "", None
+    stack: list[list] = []  # open '[' / '{' of a value: [bracket, path, index or key]
+
+    def resolve(keys):
+        path = ""
+        for k in keys:
+            path = _join(path, k)
+            if path in arrays:
+                path += f"[{arrays[path] - 1}]"
+        return path
+
+    for ln, line in enumerate(text.splitlines(), 1):
+        i = 0
+        if quote is None and not stack:
+            m = _HEADER.match(line)
+            if m:
+                keys = _key_parts(m.group(2))
+                if m.group(1) == "[[":
+                    p = _join(resolve(keys[:-1]), keys[-1])
+                    arrays[p] = arrays.get(p, 0) + 1
+                    index.setdefault(p, ln)
+                    table = f"{p}[{arrays[p] - 1}]"
+                else:
+                    table = resolve(keys)
+                index.setdefault(table, ln)
+                continue
+            m = _KEYVAL.match(line)
+            if not m:
+                continue
+            base = _join(table, ".".join(_key_parts(m.group(1))))
+            index.setdefault(base, ln)
+            i = m.end()
+        while i < len(line):
+            c = line[i]
+            if quote is not None:
+                j = line.find(quote, i)
+                if j < 0:
+                    break
+                i, quote = j + 3, None
+            elif line.startswith(('"""', "'''"), i):
+                quote, i = line[i:i + 3], i + 3
+            elif c in "\"'":
+                i += 1
+                while i < len(line) and line[i] != c:
+                    i += 2 if c == '"' and line[i] == "\\" else 1
+                i += 1
+            elif c == "#":
+                break
+            elif c in "[{":
+                top = stack[-1] if stack else None
+                path = base if top is None else (f"{top[1]}[{top[2]}]" if top[0] == "["
+                                                 else _join(top[1], top[2]))
+                stack.append([c, path, 0 if c == "[" else ""])
+                i += 1
+            elif c in "]}":
+                if stack:
+                    stack.pop()
+                i += 1
+            elif c == "," and stack and stack[-1][0] == "[":
+                stack[-1][2] += 1
+                i += 1
+            else:
+                i += 1
+            if stack and stack[-1][0] == "{" and line[i - 1:i] in ("{", ","):
+                m = _KEYVAL.match(line, i)
+                if m:  # a key of an inline table
+                    stack[-1][2] = ".".join(_key_parts(m.group(1)))
+                    index.setdefault(_join(stack[-1][1], stack[-1][2]), ln)
+                    i = m.end()
+    return index
+
+
 class _Reader:
     """Typed access to a TOML table that records the key path for errors."""
 
     def __init__(self, text: str):
-        self.lines = text.splitlines()
+        try:
+            self.index = _line_index(text)
+        except Exception:  # line numbers are a courtesy: never fail because of them
+            self.index = {}
 
     def line_of(self, path: str) -> int | None:
-        key = path.split(".")[-1].split("[")[0]
-        for i, ln in enumerate(self.lines, 1):
-            s = ln.strip()
-            if s.startswith((key + " ", key + "=", f'"{key}"', f"[{key}]", f"[[{key}]]")) or \
-                    f"[{key}]" in s or f"[[{key}]]" in s or f".{key}]" in s:
-                return i
+        """Line of the key path, else of the nearest enclosing table written in the text."""
+        while path:
+            if path in self.index:
+                return self.index[path]
+            shorter = re.sub(r"(?:^|\.)[^.\[\]]*$|\[\d+\]$", "", path)
+            if shorter == path:
+                break
+            path = shorter
         return None
 
     def fail(self, path, message):
@@ -196,10 +303,12 @@ class _Reader:
         if choices is not None and v not in choices:
             close = difflib.get_close_matches(v, choices, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.fail(p, f"unknown value {v!r}{hint}; allowed: {', '.join(choices)}")
+            shown = ", ".join(c for c in choices if c)  # '' (not given) is not shown
+            self.fail(p, f"unknown value {v!r}{hint}; allowed: {shown}")
         return v
 
-    def duration(self, obj, key, path, *, default=None, positive=False):
+    def duration(self, obj, key, path, *, default=None, positive=False, minimum=0.0,
+                 maximum=None):
         p = f"{path}.{key}" if path else key
         if key not in obj:
             if default is None:
@@ -211,12 +320,19 @@ class _Reader:
             self.fail(p, str(e).split(": ", 1)[-1])
         if positive and h <= 0:
             self.fail(p, f"must be longer than zero, got {obj[key]!r}")
+        if h < minimum:
+            self.fail(p, f"{obj[key]!r} is shorter than the shortest allowed "
+                         f"({minimum * 60:g} min)")
+        if maximum is not None and h > maximum:
+            self.fail(p, f"{obj[key]!r} is longer than the longest allowed "
+                         f"({maximum / 8766:g} years)")
         return h
 
     def array(self, obj, key, path):
         v = obj.get(key, [])
         if not isinstance(v, list):
-            self.fail(f"{path}.{key}", f"expected an array ([[{key}]] tables), got {v!r:.60}")
+            self.fail(f"{path}.{key}" if path else key,
+                      f"expected an array ([[{key}]] tables), got {v!r:.60}")
         return v
 
 
@@ -287,7 +403,7 @@ def _dose(r: _Reader, t, path, drug) -> float:
     return r.number(t, "dose", path, low=0, high=1e7, unit=unit)
 
 
-def _drug_plan(r: _Reader, t, path) -> DrugPlan:
+def _drug_plan(r: _Reader, t, path, duration: float | None = None) -> DrugPlan:
     t = r.table(t, path, {"name": "", "dose": "", "schedule": "", "times": "", "start": "",
                           "stop": ""})
     drug = r.string(t, "name", path, choices=list(DRUG_NAMES))
@@ -296,11 +412,20 @@ def _drug_plan(r: _Reader, t, path) -> DrugPlan:
         r.fail(path, "give either 'schedule' or 'times', not both")
     start = r.duration(t, "start", path, default=0.0)
     stop = r.duration(t, "stop", path, default=math.inf)
+    if duration is not None and start >= duration:  # doses are given in [start, stop)
+        r.fail(f"{path}.start", f"{t['start']!r} is not before the phase ends "
+                                f"({duration / 24:g} days): the drug would never be given")
+    if stop <= start:
+        r.fail(f"{path}.stop", f"{t['stop']!r} must be after start ({start:g} h)")
     if "times" in t:
         times = t["times"]
         if not isinstance(times, list) or not times:
             r.fail(f"{path}.times", f"expected a list of durations, got {times!r:.60}")
         hs = sorted(r.duration({"t": x}, "t", f"{path}.times") for x in times)
+        if duration is not None and start + hs[-1] >= duration:
+            r.fail(f"{path}.times", f"a dose at {(start + hs[-1]) / 24:g} days is not before "
+                                    f"the phase ends ({duration / 24:g} days); give it at "
+                                    f"'0 h' of the next phase")
         return DrugPlan(drug, dose, Schedule("times", 0.0, tuple(hs), "times"), start, stop)
     try:
         sched = parse_schedule(r.string(t, "schedule", path), f"{path}.schedule")
@@ -322,14 +447,22 @@ def _visits(r: _Reader, t, path, duration) -> VisitPlan:
     if "every" in t:
         every = r.duration(t, "every", path, positive=True)
         start = r.duration(t, "start", path, default=every)
-        times, x = [], start
-        while x <= duration + 1e-9:
-            times.append(x)
-            x += every
+        count = (duration + 1e-9 - start) / every + 1 if start <= duration else 0.0
+        if count > MAX_VISITS:
+            many = f"{math.floor(count)}" if count < 1e12 else f"{count:.3g}"
+            r.fail(f"{path}.every", f"{t['every']!r} gives {many} visits in this phase; "
+                                    f"at most {MAX_VISITS} are allowed")
+        times = [start + k * every for k in range(math.floor(count))]
+        if not times:
+            key = "start" if "start" in t else "every"
+            r.fail(f"{path}.{key}", f"{t[key]!r}: the first visit would be after the phase "
+                                    f"ends ({duration / 24:g} days)")
     else:
         at = t["at"]
         if not isinstance(at, list) or not at:
             r.fail(f"{path}.at", f"expected a list of durations, got {at!r:.60}")
+        if len(at) > MAX_VISITS:
+            r.fail(f"{path}.at", f"{len(at)} visits; at most {MAX_VISITS} are allowed")
         times = sorted(r.duration({"t": x}, "t", f"{path}.at") for x in at)
         if times[-1] > duration + 1e-9:
             r.fail(f"{path}.at", f"a visit at {times[-1] / 24:g} days is after the phase "
@@ -341,8 +474,9 @@ def _action(r: _Reader, t, path, phase_names) -> Action:
     t = r.table(t, path, {"action": "", "drug": "", "dose": "", "schedule": "", "phase": ""})
     kind = r.string(t, "action", path, choices=ACTIONS)
     if kind == "add_drug":
-        plan = _drug_plan(r, {"name": t.get("drug"), "dose": t.get("dose"),
-                              "schedule": t.get("schedule")}, path)
+        drug = r.string(t, "drug", path, choices=list(DRUG_NAMES))
+        plan = _drug_plan(r, {"name": drug} | {k: t[k] for k in ("dose", "schedule") if k in t},
+                          path)
         return Action(kind, plan.drug, plan.dose, plan.schedule)
     if kind in ("stop_drug", "set_dose"):
         drug = r.string(t, "drug", path, choices=list(DRUG_NAMES))
@@ -379,7 +513,9 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(path or "<scenario>", f"not valid TOML: {e}") from None
+        m = re.search(r"\(at line (\d+)", str(e))
+        raise ScenarioError(path or "<scenario>", f"not valid TOML: {e}",
+                            int(m.group(1)) if m else None) from None
     r = _Reader(text)
     r.table(doc, "", {"name": "", "description": "", "cohort": "", "phase": "",
                       "outcomes": "", "dose_records": ""})
@@ -397,6 +533,8 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
             records = read_dose_records(f)
         except (OSError, ValueError) as e:
             r.fail("dose_records.file", str(e))
+        if "n" not in doc.get("cohort", {}):  # one patient per ID
+            cohort = replace(cohort, n=len({x.patient for x in records}))
     if not raw_phases and not records:
         r.fail("phase", "a scenario needs at least one [[phase]] (or a [dose_records] table)")
     names = []
@@ -405,22 +543,28 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
             names.append(ph["name"])
         else:
             r.fail(f"phase[{i}].name", "is required (a string)")
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        r.fail("phase", f"phase names must be unique; repeated: {', '.join(sorted(dup))}")
+    for j, n in enumerate(names):
+        if n in names[:j]:
+            r.fail(f"phase[{j}].name", f"phase names must be unique; {n!r} is also "
+                                       f"phase[{names.index(n)}]")
     phases = []
     for i, ph in enumerate(raw_phases):
-        path = f"phase[{i}]"
-        r.table(ph, path, {"name": "", "duration": "", "drug": "", "visit": "", "rule": "",
-                           "next": ""})
-        dur = r.duration(ph, "duration", path, positive=True)
-        drugs = tuple(_drug_plan(r, d, f"{path}.drug[{j}]")
-                      for j, d in enumerate(r.array(ph, "drug", path)))
-        visits = tuple(_visits(r, v, f"{path}.visit[{j}]", dur)
-                       for j, v in enumerate(r.array(ph, "visit", path)))
-        rules = tuple(_rule(r, x, f"{path}.rule[{j}]", names, j)
-                      for j, x in enumerate(r.array(ph, "rule", path)))
-        nxt = r.string(ph, "next", path, default="", choices=names + ["end", ""]) or None
+        where = f"phase[{i}]"
+        r.table(ph, where, {"name": "", "duration": "", "drug": "", "visit": "", "rule": "",
+                            "next": ""})
+        dur = r.duration(ph, "duration", where, positive=True, minimum=MIN_PHASE,
+                         maximum=MAX_PHASE)
+        drugs = tuple(_drug_plan(r, d, f"{where}.drug[{j}]", dur)
+                      for j, d in enumerate(r.array(ph, "drug", where)))
+        visits = tuple(_visits(r, v, f"{where}.visit[{j}]", dur)
+                       for j, v in enumerate(r.array(ph, "visit", where)))
+        rules = tuple(_rule(r, x, f"{where}.rule[{j}]", names, j)
+                      for j, x in enumerate(r.array(ph, "rule", where)))
+        for j, rule in enumerate(rules):  # a rule's visit counts are kept by name
+            if rule.name in [x.name for x in rules[:j]]:
+                r.fail(f"{where}.rule[{j}].name", f"rule names must be unique in a phase; "
+                                                  f"{rule.name!r} is used twice")
+        nxt = r.string(ph, "next", where, default="", choices=names + ["end", ""]) or None
         phases.append(Phase(names[i], dur, drugs, visits, rules, nxt))
     out = r.table(doc.get("outcomes", {}), "outcomes", {"time_zero": "", "offset": ""})
     tz = r.string(out, "time_zero", "outcomes", default="", choices=names + [""]) or None
