@@ -69,6 +69,7 @@ class _DrugRun:
     mask: np.ndarray
     start: float
     stop: float
+    on: np.ndarray | None = None  # pump or infusion running now, per patient
 
 
 @dataclass
@@ -218,7 +219,7 @@ class RegimenRun:
         start = now + plan.start
         stop = min(now + plan.stop, g.t0 + g.phase.duration)
         run = _DrugRun(plan.drug, np.full(self.n, plan.dose), plan.schedule, mask.copy(),
-                       start, stop)
+                       start, stop, np.zeros(self.n, dtype=bool))
         g.runs.append(run)
         s = plan.schedule
         if s.kind in ("pump", "continuous"):
@@ -253,8 +254,10 @@ class RegimenRun:
         return min(later) if later else None
 
     def _begin_continuous(self, run: _DrugRun, mask: np.ndarray):
+        mask = mask & ~run.on
         if not mask.any():
             return
+        run.on |= mask
         if run.schedule.kind == "pump":
             self.cohort.set_pump(run.drug, run.dose, run.schedule.period, mask=mask)
         else:
@@ -263,8 +266,12 @@ class RegimenRun:
             self.cohort.start_infusion(run.drug, self._infusion[:, j], mask=mask)
 
     def _end_continuous(self, run: _DrugRun, mask: np.ndarray):
-        if run.schedule.kind not in ("pump", "continuous") or not mask.any():
+        if run.schedule.kind not in ("pump", "continuous"):
             return
+        mask = mask & run.on  # only where it runs: not before its start, not twice
+        if not mask.any():
+            return
+        run.on &= ~mask
         if run.schedule.kind == "pump":
             self.cohort.stop_pump(run.drug, mask=mask)
         else:
@@ -366,10 +373,10 @@ class RegimenRun:
                 if run.drug == a.drug:
                     change = run.mask & fire
                     if run.schedule.kind in ("pump", "continuous") and change.any():
-                        self._end_continuous(run, change)
+                        running = change & run.on  # the others start later at the new dose
+                        self._end_continuous(run, running)
                         run.dose[change] = a.dose
-                        if run.start <= self.env.now < run.stop:
-                            self._begin_continuous(run, change)
+                        self._begin_continuous(run, running)
                     else:
                         run.dose[change] = a.dose
         elif a.kind in ("goto", "end"):

@@ -170,6 +170,45 @@ name = "after\"""")
     assert rises(rr.cohort) - 1 / 60 == pytest.approx([DAY + 1, DAY + 2, DAY + 3], abs=1e-9)
 
 
+def test_set_dose_and_stop_of_infusions_before_and_after_their_start():
+    text = """
+[cohort]
+n = 1
+phenotype = "chh"
+[[phase]]
+name = "a"
+duration = "12 h"
+[[phase.drug]]
+name = "gonadorelin_iv"
+dose = 6
+schedule = "continuous"
+[[phase.drug]]
+name = "gonadorelin_iv"
+dose = 6
+schedule = "continuous"
+start = "6 h"
+[[phase.visit]]
+at = ["3 h", "9 h"]
+labs = ["lh"]
+[[phase.rule]]
+name = "half"
+when = "days_in_phase < 0.2"
+then = [{ action = "set_dose", drug = "gonadorelin_iv", dose = 3 }]
+[[phase.rule]]
+name = "stop"
+when = "days_in_phase > 0.3"
+then = [{ action = "stop_drug", drug = "gonadorelin_iv" }]
+"""
+    rr, _ = simulate(text, n=1, record="30 min")
+    t, tr = rr.cohort.trace()
+    c = tr["gonadorelin"][0]
+    level = c[np.searchsorted(t, 2.0)]  # 6 ug/h
+    # at 3 h both infusions go to 3 ug/h: the running one at once, the other from 6 h
+    assert c[np.searchsorted(t, 5.0)] == pytest.approx(level / 2, rel=1e-3)
+    assert c[np.searchsorted(t, 8.5)] == pytest.approx(level, rel=1e-3)
+    assert c[np.searchsorted(t, 11.0)] < 1e-3 * level  # both stopped at 9 h
+
+
 # --- rules ---------------------------------------------------------------------------
 RULE = """
 [cohort]
