@@ -18,7 +18,7 @@ set -euo pipefail
 usage() { echo "usage: $0 start|stop|status [DIR]" >&2; exit 2; }
 [[ $# -ge 1 && $# -le 2 ]] || usage
 action=$1
-dir=${2:-${PULSEHPG_SLURM_DIR:-/tmp/pulsehpg-slurm}}
+dir=$(realpath -m "${2:-${PULSEHPG_SLURM_DIR:-/tmp/pulsehpg-slurm}}")  # slurm.conf needs absolute paths
 ctld_port=${PULSEHPG_SLURMCTLD_PORT:-16817}
 slurmd_port=${PULSEHPG_SLURMD_PORT:-16818}
 timeout=${PULSEHPG_SLURM_TIMEOUT:-60}
@@ -91,7 +91,7 @@ install_packages() {
     apt-get install -y -qq slurm-wlm munge >/dev/null
 }
 
-write_conf() {
+write_conf() {  # sets conf_changed=1 if slurm.conf is new or differs from the one there
     local node_line node
     # this host's name, CPUs, topology and memory, as slurmd sees them (a RealMemory larger
     # than slurmd finds would drain the node)
@@ -134,8 +134,10 @@ PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
 CONF
     if [[ -f $dir/slurm.conf ]] && cmp -s "$dir/slurm.conf" "$dir/slurm.conf.new"; then
         rm "$dir/slurm.conf.new"
+        conf_changed=0
     else
         mv "$dir/slurm.conf.new" "$dir/slurm.conf"
+        conf_changed=1
     fi
     echo "export SLURM_CONF=$dir/slurm.conf" >"$dir/env.sh"
 }
@@ -175,13 +177,14 @@ start() {
     runuser -u munge -- test -x "$dir/munge" \
         || die "the munge user cannot reach $dir (a parent folder is not searchable, e.g. mode 0700); use another DIR"
     export SLURM_CONF=$dir/slurm.conf
+    local conf_changed
     write_conf
-    if running; then
+    if running && ((conf_changed == 0)); then
         say "already running in $dir (slurmctld pid $(pid_of slurmctld), slurmd pid $(pid_of slurmd))"
         wait_idle
         return 0
     fi
-    stop >/dev/null  # whatever half of it still runs
+    stop >/dev/null  # whatever of it still runs (a changed slurm.conf, e.g. other ports: restart)
     local port
     for port in "$ctld_port" "$slurmd_port"; do
         ! port_in_use "$port" || die "port $port is in use (another Slurm?); choose free ports" \
