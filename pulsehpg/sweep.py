@@ -1211,7 +1211,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     names = {block_name(k, cfg.n_blocks): k for k in range(cfg.n_blocks)}
     removed = []
     if resume:
-        removed = store.remove_temps(bdir, lambda final: names.get(final) in ours_set)
+        removed = store.remove_temps(bdir, lambda final: names.get(final) in ours_set
+                                     or (final == MANIFEST and shard is None))
     finished = [k for k in ours if store.is_complete(bdir / block_name(k, cfg.n_blocks))]
     if finished and not resume:
         raise SweepUsageError(
@@ -1219,7 +1220,12 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
             "--resume (resume=True) to finish it, or choose another --out (or delete the "
             "folder to start over)")
     if not mpath.exists():
-        store.write_json(mpath, manifest)
+        try:
+            store.write_json(mpath, manifest)
+        except store.StoreError:  # another shard may have written it at the same moment
+            if not (mpath.exists() and store.read_json(mpath).get("config_sha256")
+                    == cfg.sha256):
+                raise
     done = set(finished)
     todo = [k for k in ours if k not in done]
 
@@ -1280,8 +1286,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
             clean = True
         except KeyboardInterrupt:
             raise SweepInterrupted(
-                f"interrupted: {bar.blocks} block(s) finished in this run and kept in {bdir}; "
-                "rerun with --resume to finish") from None
+                f"interrupted; finished blocks are kept in {bdir}/: rerun with --resume to "
+                "finish") from None
         finally:
             bar.close()
             if owned:

@@ -113,7 +113,7 @@ def assert_same_results(a, b, *, points=True):
 # ---------------------------------------------------------------------------
 def test_example_config_is_valid_and_small():
     cfg = load_config(EXAMPLES / "sweep-restart.toml")
-    assert cfg.method == "grid" and cfg.n_points == 18 and cfg.n_blocks == 9
+    assert cfg.method == "grid" and cfg.n_points == 18 and cfg.n_blocks == 18
     assert cfg.n_patients <= 1000
     assert [a.unit for a in cfg.axes] == ["mg", "min", "month"]
     fast = load_config(EXAMPLES / "sweep-restart.toml", patients=5)
@@ -429,6 +429,29 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     for name, mtime in before.items():  # finished work was not redone
         assert (bdir / name).stat().st_mtime_ns == mtime
     assert_same_results(out, ref)
+
+
+def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
+    p = write_config(tmp_path, replicates=1, patients=6, block_size=1,
+                     axes=[{"name": "phase.serm.drug.clomiphene.dose",
+                            "range": [10.0, 50.0], "num": 8},
+                           {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
+    out = tmp_path / "int.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 60
+    while not list(blocks_dir(out).glob("block-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert list(blocks_dir(out).glob("block-*.h5")) and not out.exists()
+    r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume", "-q")
+    assert r.returncode == 0, r.stderr
+    assert store.read(out)["patients"]["point"].shape == (16 * 6,)
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
