@@ -57,7 +57,6 @@ import copy
 import datetime
 import difflib
 import inspect as _inspect
-import itertools
 import math
 import multiprocessing
 import os
@@ -74,8 +73,8 @@ import numpy as np
 
 from . import store
 from .params import BY_NAME, lookup
-from .scenario import COVARIATES, DRUG_UNITS, Scenario, ScenarioError, load_scenario, \
-    parse_scenario
+from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, load_scenario,
+                       parse_scenario)
 from .schedule import parse_schedule
 from .units import HOURS_PER
 

@@ -89,7 +89,7 @@ def cli_run(*args):
 
 def subprocess_cli(*args, **kw):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    return subprocess.run([sys.executable, "-m", "pulsehpg", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "pulsehpg", *map(str, args)], check=False,
                           capture_output=True, text=True, env=env, **kw)
 
 
