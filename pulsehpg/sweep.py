@@ -929,12 +929,15 @@ def _run_block(task: _Task) -> _Done:
 
 
 def _init_worker() -> None:  # pragma: no cover - runs in worker processes
-    """Worker processes die with the sweep (e.g. kill -9) instead of finishing their block."""
+    """Worker processes die with the sweep (e.g. kill -9) instead of finishing their block,
+    and leave Ctrl-C to the sweep, which stops them (no traceback from every worker)."""
+    import signal
+
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -986,6 +989,16 @@ def _make_executor(executor, workers: int | None):
         return ex, True, 2 * max(1, int(n))
     raise SweepUsageError(f"executor: expected 'process', 'mpi' or a concurrent.futures.Executor,"
                           f" got {executor!r}")
+
+
+def _stop_workers(ex) -> None:
+    """Terminate the worker processes of a ProcessPoolExecutor (their blocks are lost, and
+    their temporary files are removed by --resume)."""
+    for p in list((getattr(ex, "_processes", None) or {}).values()):
+        try:
+            p.terminate()
+        except Exception:  # already gone
+            pass
 
 
 def _failure_to_exception(f: _BlockFailure) -> Exception:
@@ -1284,6 +1297,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                 bar.show()
             clean = True
         except KeyboardInterrupt:
+            if owned:
+                _stop_workers(ex)
             raise SweepInterrupted(
                 f"interrupted; finished blocks are kept in {bdir}/: rerun with --resume to "
                 "finish") from None

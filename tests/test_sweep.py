@@ -393,7 +393,7 @@ def test_merge_without_a_sweep(tmp_path):
 # ---------------------------------------------------------------------------
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     # 16 blocks of one point, each a few tenths of a second
-    p = write_config(tmp_path, replicates=1, patients=6, block_size=1,
+    p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
                      axes=[{"name": "phase.serm.drug.clomiphene.dose",
                             "range": [10.0, 50.0], "num": 8},
                            {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
@@ -432,7 +432,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
-    p = write_config(tmp_path, replicates=1, patients=6, block_size=1,
+    p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
                      axes=[{"name": "phase.serm.drug.clomiphene.dose",
                             "range": [10.0, 50.0], "num": 8},
                            {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
@@ -451,7 +451,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
     assert list(blocks_dir(out).glob("block-*.h5")) and not out.exists()
     r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume", "-q")
     assert r.returncode == 0, r.stderr
-    assert store.read(out)["patients"]["point"].shape == (16 * 6,)
+    assert store.read(out)["patients"]["point"].shape == (16 * 20,)
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
