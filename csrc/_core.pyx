@@ -151,8 +151,7 @@ def patient_keys(uint64_t root, const long[::1] index):
     return out
 
 
-def normals(const uint64_t[::1] key, int n, uint64_t stream):
-    """n standard normals per patient from a side stream of its key (for variability)."""
+cdef _side_stream(const uint64_t[::1] key, int n, uint64_t stream, bint normal):
     import numpy as np
     out = np.empty((key.shape[0], n), dtype=np.float64)
     cdef double[:, ::1] o = out
@@ -162,20 +161,15 @@ def normals(const uint64_t[::1] key, int n, uint64_t stream):
         k = ph_mix64(key[i] ^ ph_mix64(stream))
         ctr = 0
         for j in range(n):
-            o[i, j] = ph_normal(k, &ctr)
+            o[i, j] = ph_normal(k, &ctr) if normal else ph_uniform(k, &ctr)
     return out
+
+
+def normals(const uint64_t[::1] key, int n, uint64_t stream):
+    """n standard normals per patient from a side stream of its key (for variability)."""
+    return _side_stream(key, n, stream, True)
 
 
 def uniforms(const uint64_t[::1] key, int n, uint64_t stream):
     """n uniforms on (0, 1) per patient from a side stream of its key."""
-    import numpy as np
-    out = np.empty((key.shape[0], n), dtype=np.float64)
-    cdef double[:, ::1] o = out
-    cdef Py_ssize_t i, j
-    cdef uint64_t k, ctr
-    for i in range(key.shape[0]):
-        k = ph_mix64(key[i] ^ ph_mix64(stream))
-        ctr = 0
-        for j in range(n):
-            o[i, j] = ph_uniform(k, &ctr)
-    return out
+    return _side_stream(key, n, stream, False)

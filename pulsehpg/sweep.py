@@ -73,7 +73,7 @@ import numpy as np
 
 from . import store
 from .params import BY_NAME, lookup
-from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, load_scenario,
+from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, _Reader, load_scenario,
                        parse_scenario)
 from .schedule import parse_schedule
 from .units import HOURS_PER
@@ -313,37 +313,14 @@ class SweepConfig:
         return _scenario_at(self.scenario_doc, self.axes, values)
 
 
-class _Checker:
-    """Raises ScenarioError with key path and line for the sweep config text."""
+class _Checker(_Reader):
+    """Raises ScenarioError with key path and line for the sweep config text.
 
-    def __init__(self, text: str):
-        self.lines = None
-        try:
-            from .scenario import _Reader
-
-            self.lines = _Reader(text)
-        except Exception:  # line numbers are a courtesy
-            pass
-
-    def line_of(self, path: str) -> int | None:
-        try:
-            return self.lines.line_of(path) if self.lines is not None else None
-        except Exception:
-            return None
-
-    def fail(self, path: str, message: str):
-        raise ScenarioError(path, message, self.line_of(path))
+    The scenario reader's key checks and line lookup, plus the sweep's own types.
+    """
 
     def keys(self, obj, path: str, allowed) -> dict:
-        if not isinstance(obj, dict):
-            self.fail(path, f"expected a table, got {obj!r:.60}")
-        for k in obj:
-            if k not in allowed:
-                close = difflib.get_close_matches(k, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.fail(f"{path}.{k}" if path else k,
-                          f"unknown key {k!r}{hint}; allowed: {', '.join(allowed)}")
-        return obj
+        return self.table(obj, path, allowed)
 
     def integer(self, obj, key, path, *, default=None, low=0, high=2**63 - 1):
         p = f"{path}.{key}"
