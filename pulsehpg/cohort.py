@@ -81,6 +81,12 @@ def root_key(seed) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0])
 
 
+def patient_keys(seed, patients) -> np.ndarray:
+    """Random-stream keys of patients: patient k of a seed has the same key everywhere."""
+    index = np.ascontiguousarray(patients, dtype=np.int64)
+    return _core.patient_keys(np.uint64(root_key(seed)), index)
+
+
 def _as_patient_array(name: str, value, n: int, *, allow_negative=False) -> np.ndarray:
     arr = np.asarray(value, dtype=float) if not isinstance(value, str) else None
     if arr is None or arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] != n):
@@ -142,8 +148,7 @@ class Cohort:
         self.threads = int(threads)
         self.numerics = numerics or Numerics()
         self.patients = patients.astype(np.int64)
-        self._root = root_key(seed)
-        self.keys = _core.patient_keys(np.uint64(self._root), self.patients)
+        self.keys = patient_keys(seed, self.patients)
         self.params = self._build_params(params or {}, variability)
         n, nl = self.n, self.numerics.levels
         self._y = np.tile(np.array([s.init for s in model.STATES]), (n, 1))

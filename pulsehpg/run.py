@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from .cohort import UNITS, Cohort
+from .cohort import UNITS, Cohort, patient_keys
 from .outcomes import SPERM_THRESHOLDS, fraction_by, kaplan_meier, patient_outcomes
 from .params import REGISTRY
 from .regimen import LAB_VARIABLES, RegimenRun
@@ -38,12 +38,11 @@ def build_cohort(scenario: Scenario, n: int | None = None, seed=None, *, patient
     if patients is None:
         patients = np.arange(spec.n if n is None else n)
     seed = spec.seed if seed is None else seed
-    probe = Cohort(patients=patients, phenotype=spec.phenotype, seed=seed, equilibrate=False,
-                   variability=False)
     overrides = dict(spec.params)
     if spec.covariates:
-        z = _core.normals(probe.keys, len(REGISTRY), _COVARIATE_STREAM)
-        u = _core.uniforms(probe.keys, len(REGISTRY), _COVARIATE_STREAM + 1)
+        keys = patient_keys(seed, patients)
+        z = _core.normals(keys, len(REGISTRY), _COVARIATE_STREAM)
+        u = _core.uniforms(keys, len(REGISTRY), _COVARIATE_STREAM + 1)
         for name, dist in spec.covariates.items():
             k = _INDEX[name]
             overrides[name] = _draw(dist, z[:, k], u[:, k])

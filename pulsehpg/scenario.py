@@ -574,13 +574,17 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
     return Scenario(name, cohort, tuple(phases), tz, offset, desc, text, path, records)
 
 
-def load_scenario(path) -> Scenario:
-    """Read and validate a scenario file."""
-    p = Path(path)
+def read_text(path) -> str:
+    """A config file's text, or a ScenarioError saying why it cannot be read."""
     try:
-        text = p.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(str(path), "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ScenarioError(str(path), f"cannot read the file ({e})") from None
-    return parse_scenario(text, str(p), p.parent)
+
+
+def load_scenario(path) -> Scenario:
+    """Read and validate a scenario file."""
+    p = Path(path)
+    return parse_scenario(read_text(p), str(p), p.parent)

@@ -74,7 +74,7 @@ import numpy as np
 from . import store
 from .params import BY_NAME, lookup
 from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, _Reader, load_scenario,
-                       parse_scenario)
+                       parse_scenario, read_text)
 from .schedule import parse_schedule
 from .units import HOURS_PER
 
@@ -646,13 +646,7 @@ def parse_config(text: str, path=None, base_dir=None, *, patients: int | None = 
 def load_config(path, *, patients: int | None = None, seed: int | None = None) -> SweepConfig:
     """Read and validate a sweep config file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(str(path), "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioError(str(path), f"cannot read the file ({e})") from None
-    return parse_config(text, p, p.parent, patients=patients, seed=seed)
+    return parse_config(read_text(p), p, p.parent, patients=patients, seed=seed)
 
 
 def _build(doc: dict, text: str, base_dir: Path, source: str | None, patients_override,
