@@ -517,8 +517,10 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
         raise ScenarioError(path or "<scenario>", f"not valid TOML: {e}",
                             int(m.group(1)) if m else None) from None
     r = _Reader(text)
+    # [validation]: literature targets, read by pulsehpg.validation (`pulsehpg validate`);
+    # a run ignores it
     r.table(doc, "", {"name": "", "description": "", "cohort": "", "phase": "",
-                      "outcomes": "", "dose_records": ""})
+                      "outcomes": "", "dose_records": "", "validation": ""})
     cohort = _cohort(r, doc.get("cohort", {}))
     raw_phases = r.array(doc, "phase", "")
     records = ()
