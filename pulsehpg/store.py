@@ -526,13 +526,41 @@ def _file_image(fill: Callable[[h5py.File], None]) -> bytes:
         f.close()
 
 
+def _discard(f: h5py.File, tmp: Path) -> None:
+    """Close a temporary HDF5 file that is being given up (a write failed, or Ctrl-C).
+
+    After a failed write (disk full), closing the file makes HDF5 flush again, which fails
+    again and leaves the file half-open inside HDF5: the process then dies with a
+    segmentation fault when HDF5 shuts down (measured with h5py 3.16 / HDF5 2.0 on a full
+    tmpfs; h5py issues #914, #2160). The file is deleted anyway, so its descriptor is first
+    pointed at /dev/null (after checking it is really this file): the flush then succeeds,
+    writes nothing, and HDF5 frees the file cleanly.
+    """
+    try:
+        fd = f.id.get_vfd_handle()
+        st, want = os.fstat(fd), os.stat(tmp)
+        if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+    except Exception:  # not the sec2 driver, or the file is already gone: close as it is
+        pass
+    try:
+        f.close()
+    except Exception:
+        pass
+
+
 def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str,
                   in_memory: bool = False) -> None:
     """Write a file via ``fill(f)`` under a temporary name, then rename it to ``final``.
 
     in_memory=True builds the file in memory and writes its bytes with plain file I/O, so
-    HDF5 never sees a failed write: after one (disk full), HDF5 can crash the process later
-    when the half-closed file is freed (h5py issues #914, #2160). For files that fit in memory.
+    HDF5 never sees a failed write. Otherwise HDF5 writes the temporary file itself; if
+    that fails, :func:`_discard` closes it without crashing the process later. Either way
+    a failure leaves neither the temporary file nor a partial ``final``.
     """
     tmp = temp_path(final)
     try:
@@ -549,13 +577,10 @@ def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str,
             try:
                 fill(f)
                 f.flush()
+                f.close()
             except BaseException:
-                try:
-                    f.close()
-                except Exception:
-                    pass
+                _discard(f, tmp)
                 raise
-            f.close()
             _fsync(tmp)
             os.replace(tmp, final)
     except BaseException as exc:

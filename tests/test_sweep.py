@@ -3,6 +3,7 @@ kill -9 and resume, merge, unwritable output."""
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -549,3 +550,152 @@ def test_progress_on_a_terminal_redraws_one_line():
     text = buf.getvalue()
     assert text.count("\r") == 4 and text.endswith("\n") and text.count("\n") == 1
     assert "ETA 0:06" in text.split("\r")[1]
+
+
+# ---------------------------------------------------------------------------
+# Safe writes: pulsehpg run -o and pulsehpg merge --consolidate
+# ---------------------------------------------------------------------------
+RUN_SCENARIO = """\
+name = "daily-labs"
+[cohort]
+n = 150
+seed = 3
+[[phase]]
+name = "trt"
+duration = "3 weeks"
+[[phase.drug]]
+name = "testosterone_enanthate"
+dose = "200 mg"
+schedule = "weekly"
+[[phase.visit]]
+every = "1 day"
+"""
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    """Mount a tmpfs (root only), or skip the test saying why."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real file system with 64 KiB of space."""
+    d = tmp_path / "tiny"
+    _mount_tmpfs(d, "size=64k")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody may write into (a read-only mount when we are root)."""
+    d = tmp_path / "ro"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        _mount_tmpfs(d, "ro,size=64k")
+        yield d
+        subprocess.run(["umount", "-l", str(d)], check=False)
+    else:
+        d.mkdir()
+        d.chmod(0o555)
+        yield d
+        d.chmod(0o755)
+
+
+def test_run_on_a_full_disk_exits_2_and_leaves_no_file(tmp_path, tiny_disk):
+    # a real ENOSPC inside HDF5: before the fix the message was right but the process then
+    # died with SIGSEGV when HDF5 shut down (exit status 139, not 2)
+    (tmp_path / "s.toml").write_text(RUN_SCENARIO)
+    out = tiny_disk / "run.h5"
+    r = subprocess_cli("run", tmp_path / "s.toml", "-o", out)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"cannot write {out}: no space left on device" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert os.listdir(tiny_disk) == []
+
+
+def test_run_failing_mid_write_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+
+    import h5py
+
+    scen = tmp_path / "s.toml"
+    scen.write_text(RUN_SCENARIO.replace("n = 150", "n = 4"))
+    out = tmp_path / "res" / "run.h5"
+    out.parent.mkdir()
+    real, calls = h5py.Group.create_dataset, {"n": 0}
+
+    def failing(self, *a, **kw):  # the 5th dataset: the file is half-written
+        calls["n"] += 1
+        if calls["n"] == 5:
+            assert [p.name for p in out.parent.iterdir()] == [store.temp_path(out).name]
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    r = cli_run("run", scen, "-o", out)
+    assert r.exit_code == 2, r.output
+    assert f"cannot write {out}: no space left on device (disk full); nothing was written" \
+        in r.output
+    assert list(out.parent.iterdir()) == []
+
+
+def test_run_into_an_unwritable_directory_exits_2_before_simulating(tmp_path, read_only_dir):
+    (tmp_path / "s.toml").write_text(RUN_SCENARIO)
+    t0 = time.monotonic()
+    for out in (read_only_dir / "run.h5", tmp_path / "missing" / "run.h5"):
+        r = cli_run("run", tmp_path / "s.toml", "-o", out)
+        assert r.exit_code == 2, r.output
+        assert f"cannot write {out}" in r.output and "--out" in r.output
+    assert time.monotonic() - t0 < 10  # refused before the simulation
+    assert os.listdir(read_only_dir) == []
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("small")
+    p = write_config(tmp, replicates=1, patients=6, block_size=1)
+    out = tmp / "s.h5"
+    pulsehpg.sweep(p, out=out, workers=1)
+    return out
+
+
+def test_consolidated_merge_on_a_full_disk_exits_2_and_leaves_no_file(small_sweep,
+                                                                        tiny_disk):
+    out = tiny_disk / "s.h5"
+    blocks_dir(out).symlink_to(blocks_dir(small_sweep))  # blocks elsewhere, OUT on the tiny disk
+    r = subprocess_cli("merge", out, "--consolidate")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert f"cannot merge into {out}: no space left on device" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(os.listdir(tiny_disk)) == ["s.h5.blocks"]
+
+
+def test_consolidated_merge_failing_mid_copy_leaves_no_file(tmp_path, small_sweep,
+                                                           monkeypatch):
+    import errno
+
+    out = tmp_path / "m.h5"
+    blocks_dir(out).symlink_to(blocks_dir(small_sweep))
+    real, calls = store._copy_rows, {"n": 0}
+
+    def failing(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 40:  # some blocks copied: a half-written file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(store, "_copy_rows", failing)
+    r = cli_run("merge", out, "--consolidate")
+    assert r.exit_code == 2 and calls["n"] == 40, r.output
+    assert "no space left on device" in r.output and "nothing was written" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.h5.blocks"]
+    monkeypatch.undo()
+    r = cli_run("merge", out, "--consolidate")
+    assert r.exit_code == 0, r.output
+    assert_same_results(out, small_sweep)
