@@ -24,6 +24,7 @@ cdef extern from "engine.h" nogil:
         const double *etab
         double *next_pulse
         double *since
+        double *tp
         const uint64_t *key
         uint64_t *ctr
         double *pump_next
@@ -36,8 +37,11 @@ cdef extern from "engine.h" nogil:
         double h0
         double growth
     void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
-    int ph_advance_one(const ph_cohort *c, int i, double t0, double t1,
-                       const double *samples, int ns, double *out) noexcept
+    int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples, int ns,
+                       double *out, int exact) noexcept
+    void ph_sync(const ph_cohort *c, int i, double t) noexcept
+    void ph_peek(const ph_cohort *c, int i, double t, double *ys) noexcept
+    void ph_observe(const ph_cohort *c, int i, double t, double *o) noexcept
     void ph_first_pulse(const ph_cohort *c, int i, double t) noexcept
     void ph_outputs(const double *y, const double *p, const double *d, const double *u,
                     double *o) noexcept
@@ -73,11 +77,12 @@ cdef class Engine:
 
     def __init__(self, double[:, ::1] y, const double[:, ::1] p, const double[:, ::1] d,
                  const double[:, ::1] u, const double[:, :, :, ::1] etab,
-                 double[::1] next_pulse, double[::1] since, const uint64_t[::1] key,
+                 double[::1] next_pulse, double[::1] since, double[::1] tp,
+                 const uint64_t[::1] key,
                  uint64_t[::1] ctr, double[:, ::1] pump_next, const double[:, ::1] pump_dose,
                  const double[:, ::1] pump_interval, long[::1] n_pulses, long[::1] n_steps,
                  bint deterministic, double h0, double growth):
-        self._keep = (y, p, d, u, etab, next_pulse, since, key, ctr, pump_next, pump_dose,
+        self._keep = (y, p, d, u, etab, next_pulse, since, tp, key, ctr, pump_next, pump_dose,
                       pump_interval, n_pulses, n_steps)
         self.n = y.shape[0]
         self.c.y = &y[0, 0]
@@ -87,6 +92,7 @@ cdef class Engine:
         self.c.etab = &etab[0, 0, 0, 0]
         self.c.next_pulse = &next_pulse[0]
         self.c.since = &since[0]
+        self.c.tp = &tp[0]
         self.c.key = &key[0]
         self.c.ctr = &ctr[0]
         self.c.pump_next = &pump_next[0, 0]
@@ -105,9 +111,11 @@ cdef class Engine:
             for i in range(self.n):
                 ph_first_pulse(&self.c, i, t)
 
-    def advance(self, double t0, double t1, const double[::1] samples, double[:, :, ::1] out,
-                int threads=1):
-        """Advance every patient from t0 to t1; observables at samples go to out[i, k, :].
+    def advance(self, double t1, const double[::1] samples, double[:, :, ::1] out,
+                int threads=1, bint exact=False):
+        """Advance every patient from its own time to t1; observables at samples go to
+        out[i, k, :]. Without exact, a patient stops on its own step ladder at or just
+        before t1 (see ph_integrate); sync, observe and states bring it the rest of the way.
 
         Returns the number of patients whose state became non-finite.
         """
@@ -119,23 +127,39 @@ cdef class Engine:
         with nogil:
             for i in prange(self.n, num_threads=threads, schedule="dynamic", chunksize=4):
                 op = &out[i, 0, 0] if ns > 0 else NULL
-                if ph_advance_one(&self.c, i, t0, t1, sp, ns, op) != 0:
+                if ph_advance_one(&self.c, i, t1, sp, ns, op, exact) != 0:
                     bad += 1
         return bad
 
-    def observe(self, double[:, ::1] out):
+    def sync(self, double t, const unsigned char[::1] mask):
+        """Bring the patients in mask exactly to time t (before changing their inputs)."""
         cdef Py_ssize_t i
         with nogil:
             for i in range(self.n):
-                ph_outputs(self.c.y + i * PH_NS, self.c.p + i * PH_NP, self.c.d + i * PH_ND,
-                           self.c.u + i * PH_NI, &out[i, 0])
+                if mask[i]:
+                    ph_sync(&self.c, i, t)
 
-    def dose(self, int drug, const double[::1] amount):
-        """Give amount[i] of a drug to every patient i with amount[i] > 0."""
+    def observe(self, double t, double[:, ::1] out):
+        """Observables of every patient at time t, read off copies of their states."""
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.n):
+                ph_observe(&self.c, i, t, &out[i, 0])
+
+    def states(self, double t, double[:, ::1] out):
+        """Every patient's state at time t, without touching their trajectories."""
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(self.n):
+                ph_peek(&self.c, i, t, &out[i, 0])
+
+    def dose(self, double t, int drug, const double[::1] amount):
+        """Give amount[i] of a drug at time t to every patient i with amount[i] > 0."""
         cdef Py_ssize_t i
         with nogil:
             for i in range(self.n):
                 if amount[i] > 0.0:
+                    ph_sync(&self.c, i, t)
                     ph_dose(self.c.y + i * PH_NS, self.c.p + i * PH_NP, self.c.d + i * PH_ND,
                             drug, amount[i])
 

@@ -13,7 +13,10 @@
  *
  * Events: GnRH pulses (renewal process, drawn at each pulse from the state
  * then), pump boluses, output samples and the end time. An event exactly at the
- * end time is left for the next call. No Python, no allocation: callable
+ * end time is left for the next call. Each patient keeps its own time on its own
+ * step ladder: only its own events (pulses, pumps, and doses or changes that the
+ * caller applies to it) cut a step short, so its trajectory does not depend on
+ * which other patients share the cohort. No Python, no allocation: callable
  * without the GIL from many threads, one patient per call.
  */
 #ifndef PULSEHPG_ENGINE_H
@@ -34,6 +37,7 @@ typedef struct {
     const double *etab;          /* n x n_levels x NCOEF x NS: ETD coefficients of the ladder */
     double *next_pulse;          /* n: time of the next endogenous GnRH pulse */
     double *since;               /* n: time since the last pulse or fast bolus */
+    double *tp;                  /* n: each patient's own time (<= the cohort's) */
     const uint64_t *key;         /* n: random stream key */
     uint64_t *ctr;               /* n: random stream position */
     double *pump_next;           /* n x NI: time of the next pump bolus */
@@ -121,17 +125,21 @@ static inline void ph_step(double *restrict y, const double *restrict p, const d
         y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
 }
 
-/* Integrate patient i's continuous dynamics from t to t1 (no events inside). */
-static inline void ph_integrate(const ph_cohort *c, int i, double t, double t1) {
-    double *y = c->y + (size_t)i * PH_NS;
+/* Integrate one patient's continuous dynamics (state y, time-since-pulse *since) from t
+ * to t1 with no events inside; returns the time reached. With stop_short the step that
+ * would overshoot t1 is not taken, so the patient stops on its own ladder at or before
+ * t1: integrating t0 -> t1 -> t2 this way takes exactly the steps of t0 -> t2, and a
+ * patient's trajectory does not depend on the times at which the cohort is stopped for
+ * other patients' events, visits or samples. */
+static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y, double *since,
+                                  double t, double t1, int stop_short, long *steps) {
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
     const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NS;
     double own[PH_NCOEF * PH_NS];
-    long steps = 0;
     while (t < t1) {
-        double reach = c->growth * c->since[i];
+        double reach = c->growth * *since;
         int l = 0;
         double hl = c->h0;
         while (l + 1 < c->n_levels && 2.0 * hl <= reach) {
@@ -139,20 +147,48 @@ static inline void ph_integrate(const ph_cohort *c, int i, double t, double t1) 
             l++;
         }
         double rest = t1 - t;
-        if (rest <= hl * (1.0 + 1e-12)) {
+        if (stop_short ? rest < hl * (1.0 - 1e-12) : rest <= hl * (1.0 + 1e-12)) {
+            if (stop_short) break;
             /* last step to the boundary: its own coefficients */
             for (int j = 0; j < PH_NS; j++) ph_etd_coeffs(d[j], rest, own + j, PH_NS);
             ph_step(y, p, d, u, own);
-            c->since[i] += rest;
+            *since += rest;
             t = t1;
         } else {
             ph_step(y, p, d, u, etab + (size_t)l * PH_NCOEF * PH_NS);
-            c->since[i] += hl;
+            *since += hl;
             t += hl;
         }
-        steps++;
+        (*steps)++;
     }
-    c->n_steps[i] += steps;
+    return t;
+}
+
+/* Bring patient i's own trajectory exactly to time t (before a dose or a change of
+ * inputs or parameters at t). */
+static inline void ph_sync(const ph_cohort *c, int i, double t) {
+    if (c->tp[i] < t) {
+        c->tp[i] = ph_integrate(c, i, c->y + (size_t)i * PH_NS, &c->since[i], c->tp[i], t, 0,
+                                &c->n_steps[i]);
+    }
+    if (c->tp[i] < t) c->tp[i] = t;
+}
+
+/* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched. */
+static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
+    const double *y = c->y + (size_t)i * PH_NS;
+    for (int j = 0; j < PH_NS; j++) ys[j] = y[j];
+    double since = c->since[i];
+    long steps = 0;
+    ph_integrate(c, i, ys, &since, c->tp[i], t, 0, &steps);
+}
+
+/* Observables of patient i at time t (see ph_peek). */
+static inline void ph_observe(const ph_cohort *c, int i, double t, double *o) {
+    double ys[PH_NS];
+    ph_peek(c, i, t, ys);
+    ph_outputs(ys, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND,
+               c->u + (size_t)i * PH_NI, o);
 }
 
 /* Draw and apply a GnRH pulse at time t; schedule the next one. */
@@ -190,21 +226,22 @@ static inline void ph_first_pulse(const ph_cohort *c, int i, double t) {
     c->next_pulse[i] = (p[PH_P_GNRH_ON] > 0.0) ? t + phase * interval : INFINITY;
 }
 
-/* Advance patient i from t0 to t1, writing observables at the sample times
- * (ascending, within (t0, t1]) into out (ns x NO). Returns 0, or -1 if a state
- * became non-finite. */
-static inline int ph_advance_one(const ph_cohort *c, int i, double t0, double t1,
-                                 const double *samples, int ns, double *out) {
+/* Advance patient i from its own time to t1, writing observables at the sample times
+ * (ascending, within (t0, t1]) into out (ns x NO). Only the patient's own events (GnRH
+ * pulses, pump boluses) split its integration; samples are read off a copy (ph_observe)
+ * and the end is reached with stop_short unless exact is set. Returns 0, or -1 if a
+ * state became non-finite. */
+static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,
+                                 int ns, double *out, int exact) {
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    const double *u = c->u + (size_t)i * PH_NI;
     double *pump_next = c->pump_next + (size_t)i * PH_NI;
     const double *pump_dose = c->pump_dose + (size_t)i * PH_NI;
     const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
-    double t = t0;
+    double t = c->tp[i];
     int k = 0;
-    /* events due exactly at t0 (left by the previous call) fire first */
+    /* events due exactly at the previous end (left by the previous call) fire first */
     for (;;) {
         double te = t1;
         int kind = 0; /* 0 end, 1 sample, 2 pulse, 3 pump */
@@ -224,14 +261,24 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t0, double t1
                 which = j;
             }
         }
-        if (te < t) te = t; /* an event left exactly at t0 */
-        if (te > t) ph_integrate(c, i, t, te);
-        t = te;
-        if (kind == 0) break;
         if (kind == 1) {
-            ph_outputs(y, p, d, u, out + (size_t)k * PH_NO);
+            /* the trajectory goes on its own ladder; the sample is read off a copy */
+            if (te > t) t = ph_integrate(c, i, y, &c->since[i], t, te, 1, &c->n_steps[i]);
+            c->tp[i] = t;
+            ph_observe(c, i, te, out + (size_t)k * PH_NO);
             k++;
-        } else if (kind == 2) {
+            continue;
+        }
+        if (kind == 0 && !exact) {
+            if (te > t) t = ph_integrate(c, i, y, &c->since[i], t, te, 1, &c->n_steps[i]);
+            c->tp[i] = t;
+            break;
+        }
+        if (te > t) ph_integrate(c, i, y, &c->since[i], t, te, 0, &c->n_steps[i]);
+        if (te > t) t = te;
+        c->tp[i] = t;
+        if (kind == 0) break;
+        if (kind == 2) {
             ph_fire_pulse(c, i, t);
         } else {
             ph_dose(y, p, d, which, pump_dose[which]);

@@ -42,8 +42,8 @@ class Numerics:
         accurate()        1/480 h  0.25    5       2 min         1000       2e-5
         (finer)           1/960 h  0.25    5       1 min         1730       4e-6
 
-    The default keeps a healthy patient's observables within about 1e-4 of the
-    reference and reaches its worst errors (a few 1e-3) only while T and E2
+    The default keeps a healthy patient's observables within about 1e-4 (at most
+    2e-4) of the reference and reaches its worst errors (a few 1e-3) only while T and E2
     switch on from near zero (hCG or a GnRH pump in CHH), far below the
     between-patient variability; it costs a quarter of ``accurate()``, which
     holds every case within 1e-4 and is what the reference tests use. The small
@@ -158,6 +158,7 @@ class Cohort:
         self._etab = np.zeros((n, nl, _core.NCOEF, _core.NS))
         self._next_pulse = np.zeros(n)
         self._since = np.zeros(n)
+        self._tp = np.zeros(n)  # each patient's own time (see Engine.advance)
         self._ctr = np.zeros(n, dtype=np.uint64)
         self._pump_next = np.zeros((n, _core.NI))
         self._pump_dose = np.zeros((n, _core.NI))
@@ -166,7 +167,7 @@ class Cohort:
         self.n_steps = np.zeros(n, dtype=np.int_)
         self._engine = _core.Engine(
             self._y, self._p, self._d, self._u, self._etab, self._next_pulse, self._since,
-            self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
+            self._tp, self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
             self.n_pulses, self.n_steps, self.deterministic, self.numerics.h0,
             self.numerics.growth)
         self._t = 0.0
@@ -221,14 +222,15 @@ class Cohort:
         self._p[:, _ACCEL] = nm.burn_in_accel
         self._prepare()
         burn = nm.burn_in_days * 24.0
-        self._run(0.0, burn)
+        self._run(0.0, burn, exact=True)
         self._p[:, _ACCEL] = 1.0
         self._prepare()
         settle = burn + nm.settle_days * 24.0
-        self._run(burn, settle)
+        self._run(burn, settle, exact=True)
         # the simulation clock starts now
         self._next_pulse -= settle
         self._pump_next -= settle
+        self._tp -= settle
         self.n_pulses[:] = 0
         self.n_steps[:] = 0
 
@@ -238,10 +240,10 @@ class Cohort:
         """Hours since the cohort's start."""
         return self._t
 
-    def _run(self, t0: float, t1: float, samples=None) -> np.ndarray | None:
+    def _run(self, t0: float, t1: float, samples=None, exact=False) -> np.ndarray | None:
         samples = np.zeros(0) if samples is None else np.ascontiguousarray(samples, dtype=float)
         out = np.zeros((self.n, samples.size, _core.NO))
-        bad = self._engine.advance(t0, t1, samples, out, self.threads)
+        bad = self._engine.advance(t1, samples, out, self.threads, exact)
         if bad:
             raise FloatingPointError(
                 f"{bad} patient(s) reached a non-finite state between t={t0:g} h and "
@@ -275,6 +277,13 @@ class Cohort:
                              f"{'dtype ' + str(m.dtype) + ' shape ' + str(m.shape)}")
         return m
 
+    def _sync(self, mask) -> np.ndarray:
+        """The mask, after bringing its patients exactly to now: a change of inputs or
+        parameters at t must not act on the part of a step a patient has not taken yet."""
+        m = self._mask(mask)
+        self._engine.sync(self._t, np.ascontiguousarray(m, dtype=np.uint8))
+        return m
+
     @staticmethod
     def _drug_index(drug: str) -> int:
         try:
@@ -287,7 +296,7 @@ class Cohort:
         """Give a bolus now: amount in the drug's unit (scalar or one per patient)."""
         j = self._drug_index(drug)
         a = _as_patient_array("amount", amount, self.n) * self._mask(mask)
-        self._engine.dose(j, np.ascontiguousarray(a))
+        self._engine.dose(self._t, j, np.ascontiguousarray(a))
         if model.DRUGS[j].fast:
             self._since[a > 0] = 0.0
 
@@ -295,12 +304,12 @@ class Cohort:
         """Continuous infusion from now: rate in the drug's unit per hour."""
         j = self._drug_index(drug)
         r = _as_patient_array("rate", rate, self.n)
-        m = self._mask(mask)
+        m = self._sync(mask)
         self._u[m, j] = r[m]
 
     def stop_infusion(self, drug: str, mask=None) -> None:
         j = self._drug_index(drug)
-        self._u[self._mask(mask), j] = 0.0
+        self._u[self._sync(mask), j] = 0.0
 
     def set_pump(self, drug: str, dose, interval, mask=None) -> None:
         """Boluses of dose every interval (hours or '90 min'), the first one now."""
@@ -310,26 +319,30 @@ class Cohort:
         if not (0.25 - 1e-9 <= iv <= 8.0 + 1e-9):
             raise ValueError(f"interval: pump intervals must be between 15 min and 8 h, "
                              f"got {interval!r}")
-        m = self._mask(mask)
+        m = self._sync(mask)
         self._pump_dose[m, j] = a[m]
         self._pump_interval[m, j] = iv
         self._pump_next[m, j] = self._t
 
     def stop_pump(self, drug: str, mask=None) -> None:
         j = self._drug_index(drug)
-        m = self._mask(mask)
+        m = self._sync(mask)
         self._pump_interval[m, j] = 0.0
 
     def set_params(self, values: dict, mask=None) -> None:
         """Change parameters from now on (e.g. {'testis.present': 0} for orchiectomy)."""
         m = self._mask(mask)
-        gnrh_was_off = self._p[:, _GNRH_ON] <= 0
-        for name, v in values.items():
+        for name, v in values.items():  # all checked before any patient is changed
             par = lookup(name)
             arr = _as_patient_array(f"values[{name!r}]", v, self.n, allow_negative=par.lower < 0)
             if np.any(arr[m] < par.lower) or np.any(arr[m] > par.upper):
                 raise ValueError(f"values[{name!r}]: {v!r:.80} is outside the allowed range "
                                  f"[{par.lower:g}, {par.upper:g}] {par.unit}")
+        self._sync(m)
+        gnrh_was_off = self._p[:, _GNRH_ON] <= 0
+        for name, v in values.items():
+            par = lookup(name)
+            arr = _as_patient_array(f"values[{name!r}]", v, self.n, allow_negative=par.lower < 0)
             k = _P_INDEX[par.name]
             self.params[m, k] = arr[m]
             self._p[m, k] = arr[m] * _FACTORS[k]
@@ -345,7 +358,7 @@ class Cohort:
     # -- observation ----------------------------------------------------------
     def observe_array(self) -> np.ndarray:
         out = np.zeros((self.n, _core.NO))
-        self._engine.observe(out)
+        self._engine.observe(self._t, out)
         return out
 
     def observe(self) -> dict[str, np.ndarray]:
@@ -370,7 +383,9 @@ class Cohort:
     @property
     def state(self) -> np.ndarray:
         """A copy of the state matrix (patients, states); order: pulsehpg.model.STATES."""
-        return self._y.copy()
+        out = np.zeros_like(self._y)
+        self._engine.states(self._t, out)
+        return out
 
     @property
     def next_pulse(self) -> np.ndarray:
@@ -385,7 +400,7 @@ class Cohort:
         if not (0 <= i < self.n):
             raise ValueError(f"i: patient index must be in [0, {self.n}), got {i!r}")
         return {
-            "t": self._t, "y": self._y[i].copy(), "p": self._p[i].copy(),
+            "t": self._t, "y": self.state[i], "p": self._p[i].copy(),
             "u": self._u[i].copy(), "next_pulse": float(self._next_pulse[i]),
             "pump_next": self._pump_next[i].copy(), "pump_dose": self._pump_dose[i].copy(),
             "pump_interval": self._pump_interval[i].copy(),

@@ -135,6 +135,36 @@ def test_patient_subset_in_any_order(cohort_of_50):
     np.testing.assert_array_equal(obs_sub[1], obs[4])
 
 
+def _two_days(stops, record, others_dosed):
+    """Patient 0 of 3 over two days: final state and observables at 6-hourly stops."""
+    c = Cohort(3, seed=11)
+    if record:
+        c.record(every="7 min")
+    others = np.array([False, True, True])
+    seen = []
+    for t in sorted(set(stops) | {6.0 * k for k in range(1, 9)}):
+        c.advance_to(t)
+        if others_dosed:
+            c.dose("hcg", 1000.0, mask=others)
+            c.start_infusion("gonadorelin_iv", 0.5 * (t % 2), mask=others)
+        if t % 6.0 == 0:
+            seen.append(c.observe_array()[0])
+    return c.state[0], np.array(seen)
+
+
+def test_a_patient_does_not_depend_on_when_the_cohort_stops():
+    """Stops at other times, recorded samples and other patients' doses and infusions
+    leave a patient's trajectory bit for bit unchanged: only its own events split its
+    integration steps."""
+    y, seen = _two_days([], record=False, others_dosed=False)
+    odd_stops = list(np.random.default_rng(0).uniform(0.0, 48.0, 37))
+    for stops, record, others_dosed in ((odd_stops, False, False), ([], True, False),
+                                        (odd_stops, True, True)):
+        y2, seen2 = _two_days(stops, record, others_dosed)
+        np.testing.assert_array_equal(y2, y)
+        np.testing.assert_array_equal(seen2, seen)
+
+
 def test_different_seeds_differ(cohort_of_50):
     obs, _ = cohort_of_50
     other, _ = _course(n=50, seed=8)
