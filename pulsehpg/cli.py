@@ -640,6 +640,123 @@ def plot_cmd(path, kind, out, threshold, x, y):
 
 
 # ---------------------------------------------------------------------------
+# Validation against published numbers
+# ---------------------------------------------------------------------------
+def _default_threads() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _writable_folder(out: str) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".pulsehpg-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise click.BadParameter(f"cannot write to folder '{out}': "
+                                 f"{e.strerror or _one_line(e)}", param_hint="--out") from None
+
+
+@cli.command("validate")
+@click.argument("paths", nargs=-1, metavar="[FILE_OR_DIR]...")
+@click.option("-o", "--out", default="validation-report", show_default=True,
+              help="folder for report.md and one PNG figure per scenario (created if needed)")
+@click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
+              help="patients per arm (default: each file's cohort.n, 200 for most; "
+                   "deterministic single-patient arms keep theirs)")
+@click.option("--only", metavar="IDS", default=None,
+              help="comma-separated scenario ids to run, e.g. 'S4,S16' (default: all)")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="root seed for every arm (default: each file's)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="OpenMP threads for the core (default: every core available)")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="bootstrap resamples of patients for the 95 % intervals (0: none)")
+@click.option("--metrics", "list_metrics", is_flag=True,
+              help="list the metrics a [[validation.quantity]] can use, and exit")
+def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
+    """Run the validation scenarios (examples/validation/*.toml, or the files and folders
+    given) and compare each quantity with its published target: a table (point estimate
+    and 95 % bootstrap interval over patients; pass when the point estimate is in the
+    accepted range), OUT/report.md and one figure per scenario. Exit status 0 when every
+    quantity passes, 1 when one fails."""
+    from pathlib import Path
+
+    from . import validation as val
+    from .scenario import ScenarioError
+
+    if list_metrics:
+        import textwrap
+
+        click.echo("Metrics of [[validation.quantity]] (args in [] are optional). A value is a "
+                   "table {arm, and one of: outcome; lab and visit; obs and at; trace and days "
+                   "or at; pulses}; see pulsehpg/validation.py.\n")
+        for m in val.METRICS.values():
+            args = ", ".join(list(m.args) + [f"[{k}]" for k in m.optional])
+            click.echo(f"{m.name}({args})")
+            click.echo(textwrap.fill(m.doc, 92, initial_indent="    ",
+                                     subsequent_indent="    "))
+        return 0
+    try:
+        files = val.discover(paths)
+    except FileNotFoundError as e:
+        raise click.UsageError(_one_line(e)) from None
+    if not files:
+        where = ", ".join(paths) if paths else str(val.default_dir())
+        raise click.UsageError(f"no validation files (TOML with a [validation] table) in "
+                               f"{where}")
+    specs = []
+    for f in files:
+        try:
+            specs.append(val.load(f))
+        except ScenarioError as e:
+            raise click.UsageError(f"{f}: {_one_line(e)}") from None
+    ids = [s.id for s in specs]
+    if only is not None:
+        wanted = [x.strip() for x in only.split(",") if x.strip()]
+        by_id = {s.id.lower(): s for s in specs}
+        unknown = [x for x in wanted if x.lower() not in by_id]
+        if unknown or not wanted:
+            raise click.BadParameter(
+                f"unknown scenario id{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(x) for x in unknown) or repr(only)}; allowed: "
+                f"{', '.join(ids)}", param_hint="--only")
+        specs = [by_id[x.lower()] for x in dict.fromkeys(wanted)]
+    specs.sort(key=lambda s: val.scenario_order(s.id))
+    _writable_folder(out)
+    threads = threads or _default_threads()
+    command = "pulsehpg validate" + "".join(
+        f" {k} {v}" for k, v in (("--out", out), ("-n", n), ("--seed", seed),
+                                  ("--only", ",".join(s.id for s in specs) if only else None))
+        if v is not None)
+    try:
+        report = val.validate(specs, n=n, seed=seed, threads=threads, bootstrap=bootstrap,
+                              out=Path(out), command=command,
+                              progress=lambda text: click.echo(text, err=True))
+    except FloatingPointError as e:
+        raise CommandError(f"simulation failed: {_one_line(e)}") from None
+    except (KeyError, ValueError) as e:  # a metric that cannot be computed from its arms
+        raise click.UsageError(_one_line(e.args[0] if isinstance(e, KeyError) and e.args
+                                         else e)) from None
+    click.echo(val.table(report.rows), nl=False)
+    fails = report.failures
+    click.echo(f"\n{len(report.rows) - len(fails)} of {len(report.rows)} quantities pass"
+               + (f"; FAIL: {', '.join(f'{r.scenario} {r.quantity.id}' for r in fails)}"
+                  if fails else "")
+               + f" ({report.seconds:.0f} s). Report: {Path(out) / 'report.md'}")
+    return 1 if fails else 0
+
+
+# ---------------------------------------------------------------------------
 # Sweeps
 # ---------------------------------------------------------------------------
 def _store_error(e) -> click.UsageError:
