@@ -324,6 +324,13 @@ class Cohort:
         self._pump_interval[m, j] = iv
         self._pump_next[m, j] = self._t
 
+    def set_pump_dose(self, drug: str, dose, mask=None) -> None:
+        """A running pump's bolus from the next bolus on; its rhythm goes on."""
+        j = self._drug_index(drug)
+        a = _as_patient_array("dose", dose, self.n)
+        m = self._sync(mask)
+        self._pump_dose[m, j] = a[m]
+
     def stop_pump(self, drug: str, mask=None) -> None:
         j = self._drug_index(drug)
         m = self._sync(mask)

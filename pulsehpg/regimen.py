@@ -15,6 +15,10 @@ Order of events at the same instant (documented, tested):
   3. doses and drug starts;
   4. the end of the phase (the next phase then starts at that same time).
 Different groups at the same instant are independent (they hold different patients).
+
+A patient has at most one pump per drug: a pump started while another of the same drug
+runs replaces it. Changing a pump's dose ('set_dose') changes its next bolus and keeps its
+rhythm; changing an infusion's rate takes effect at once.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ class RegimenRun:
                 raise ValueError(f"rules: unknown phase {name!r}; phases: {', '.join(names)}")
         self.processes = processes
         self._infusion = np.zeros((n, len(DRUG_NAMES)))
+        self._all_runs: list[_DrugRun] = []
         self._entry_time = np.full(n, -np.inf)  # phase entries at one instant: loop guard
         self._entries_now = np.zeros(n, dtype=np.int64)
         self._seq = itertools.count()
@@ -127,7 +132,10 @@ class RegimenRun:
         self.visit_time = np.full((n, self._cap), np.nan)
         self.visit_phase = np.full((n, self._cap), -1, dtype=np.int32)
         self.visit_labs = {k: np.full((n, self._cap), np.nan) for k in LAB_VARIABLES}
-        self.horizon = max(scenario.duration, self._records_end())
+        # outcomes.follow_up, when given, is the horizon (phases may repeat through
+        # 'goto' or 'next'); otherwise the phases in order, or the dose table's last event
+        self.horizon = (scenario.follow_up if scenario.follow_up is not None
+                        else max(scenario.duration, self._records_end()))
 
     # -- running ---------------------------------------------------------------
     def run(self) -> RegimenRun:
@@ -221,6 +229,7 @@ class RegimenRun:
         run = _DrugRun(plan.drug, np.full(self.n, plan.dose), plan.schedule, mask.copy(),
                        start, stop, np.zeros(self.n, dtype=bool))
         g.runs.append(run)
+        self._all_runs.append(run)
         s = plan.schedule
         if s.kind in ("pump", "continuous"):
             heapq.heappush(heap, (start, _DOSE, next(self._seq), "start", run))
@@ -259,11 +268,18 @@ class RegimenRun:
             return
         run.on |= mask
         if run.schedule.kind == "pump":
+            # one pump per drug and patient: a new pump of the same drug replaces the old
+            for other in self._runs_of(run.drug):
+                if other is not run and other.schedule.kind == "pump":
+                    other.on &= ~mask
             self.cohort.set_pump(run.drug, run.dose, run.schedule.period, mask=mask)
         else:
             j = DRUG_NAMES.index(run.drug)
             self._infusion[mask, j] += run.dose[mask]
             self.cohort.start_infusion(run.drug, self._infusion[:, j], mask=mask)
+
+    def _runs_of(self, drug: str):
+        return (r for r in self._all_runs if r.drug == drug)
 
     def _end_continuous(self, run: _DrugRun, mask: np.ndarray):
         if run.schedule.kind not in ("pump", "continuous"):
@@ -372,13 +388,15 @@ class RegimenRun:
             for run in g.runs:
                 if run.drug == a.drug:
                     change = run.mask & fire
-                    if run.schedule.kind in ("pump", "continuous") and change.any():
-                        running = change & run.on  # the others start later at the new dose
+                    running = change & run.on  # the others start later at the new dose
+                    if run.schedule.kind == "pump" and running.any():
+                        # the next bolus is the new dose; the pump keeps its rhythm
+                        self.cohort.set_pump_dose(run.drug, a.dose, mask=running)
+                    elif run.schedule.kind == "continuous" and running.any():
                         self._end_continuous(run, running)
                         run.dose[change] = a.dose
                         self._begin_continuous(run, running)
-                    else:
-                        run.dose[change] = a.dose
+                    run.dose[change] = a.dose
         elif a.kind in ("goto", "end"):
             for run in g.runs:
                 self._end_continuous(run, run.mask & fire & g.mask)

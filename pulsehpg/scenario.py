@@ -126,6 +126,7 @@ class Scenario:
     text: str = ""
     path: str | None = None
     dose_records: tuple = ()  # from a NONMEM-style table (pulsehpg.nonmem)
+    follow_up: float | None = None  # h; None: the sum of the phase durations
 
     @property
     def sha256(self) -> str:
@@ -139,7 +140,10 @@ class Scenario:
 
     @property
     def duration(self) -> float:
-        """Follow-up if every patient goes through the phases in order."""
+        """How long patients are followed: outcomes.follow_up, or else the sum of the
+        phase durations (every patient goes through the phases in order)."""
+        if self.follow_up is not None:
+            return self.follow_up
         return sum(p.duration for p in self.phases)
 
     def with_cohort(self, **changes) -> Scenario:
@@ -568,12 +572,36 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
                                                   f"{rule.name!r} is used twice")
         nxt = r.string(ph, "next", where, default="", choices=names + ["end", ""]) or None
         phases.append(Phase(names[i], dur, drugs, visits, rules, nxt))
-    out = r.table(doc.get("outcomes", {}), "outcomes", {"time_zero": "", "offset": ""})
+    out = r.table(doc.get("outcomes", {}), "outcomes",
+                  {"time_zero": "", "offset": "", "follow_up": ""})
     tz = r.string(out, "time_zero", "outcomes", default="", choices=names + [""]) or None
     offset = r.duration(out, "offset", "outcomes", default=0.0)
+    follow_up = (r.duration(out, "follow_up", "outcomes", positive=True, maximum=MAX_PHASE)
+                 if "follow_up" in out else None)
+    if follow_up is None:
+        _require_follow_up_for_loops(r, raw_phases, phases)
     name = r.string(doc, "name", "", default=Path(path).stem if path else "scenario")
     desc = r.string(doc, "description", "", default="")
-    return Scenario(name, cohort, tuple(phases), tz, offset, desc, text, path, records)
+    return Scenario(name, cohort, tuple(phases), tz, offset, desc, text, path, records,
+                    follow_up)
+
+
+def _require_follow_up_for_loops(r: _Reader, raw_phases, phases) -> None:
+    """A 'goto' or 'next' back to this or an earlier phase lets patients go round, so
+    the sum of the phase durations no longer bounds their follow-up: ask for one."""
+    names = [p.name for p in phases]
+    for i, ph in enumerate(phases):
+        back = []
+        if ph.next and ph.next != "end" and names.index(ph.next) <= i:
+            back.append((f"phase[{i}].next", ph.next))
+        for j, rule in enumerate(ph.rules):
+            for k, a in enumerate(rule.actions):
+                if a.kind == "goto" and names.index(a.phase) <= i:
+                    back.append((f"phase[{i}].rule[{j}].then[{k}].phase", a.phase))
+        for where, target in back:
+            r.fail(where, f"{target!r} is not after phase {ph.name!r}, so patients can go "
+                          f"round and the phase durations no longer say how long they are "
+                          f"followed; set outcomes.follow_up (e.g. follow_up = \"36 months\")")
 
 
 def read_text(path) -> str:

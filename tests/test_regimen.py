@@ -170,6 +170,45 @@ name = "after\"""")
     assert rises(rr.cohort) - 1 / 60 == pytest.approx([DAY + 1, DAY + 2, DAY + 3], abs=1e-9)
 
 
+def _pump_with_rule(action, lines='schedule = "every 90 min"'):
+    text = one_drug(lines, duration="6 h", after="2 h",
+                    drug="gonadorelin_iv", dose=10)
+    return text.replace('[[phase]]\nname = "after"', f"""[[phase.visit]]
+at = ["2 h"]
+labs = ["lh"]
+[[phase.rule]]
+when = "days_in_phase >= 0"
+then = [{action}]
+
+[[phase]]
+name = "after\"""")
+
+
+def _bolus_sizes(cohort, times):
+    t, tr = cohort.trace()
+    c = tr["gonadorelin"][0]
+    return [c[np.searchsorted(t, x + 1 / 60)] - c[np.searchsorted(t, x)] for x in times]
+
+
+def test_set_dose_of_a_running_pump_keeps_its_rhythm():
+    rr, _ = simulate(_pump_with_rule(
+        '{ action = "set_dose", drug = "gonadorelin_iv", dose = 40 }'), n=1, record="1 min")
+    times = [DAY + x for x in (0, 1.5, 3, 4.5)]
+    assert rises(rr.cohort) - 1 / 60 == pytest.approx(times, abs=1e-9)  # none at 2 h
+    small, _, big, _ = _bolus_sizes(rr.cohort, times)
+    assert big == pytest.approx(4 * small, rel=0.05)
+
+
+def test_a_second_pump_of_the_same_drug_replaces_the_first():
+    rr, _ = simulate(_pump_with_rule(
+        '{ action = "add_drug", drug = "gonadorelin_iv", dose = 10, schedule = "every 40 min" }',
+        'schedule = "every 90 min"\nstop = "4 h"'), n=1, record="1 min")
+    # 2 h to 5 h 20: the old pump's 3 h bolus is gone, and its stop at 4 h no longer
+    # stops the new pump
+    new = [DAY + 2 + k * 2 / 3 for k in range(6)]
+    assert rises(rr.cohort) - 1 / 60 == pytest.approx([DAY, DAY + 1.5] + new, abs=1e-6)
+
+
 def test_set_dose_and_stop_of_infusions_before_and_after_their_start():
     text = """
 [cohort]
@@ -437,9 +476,38 @@ labs = ["lh"]
 [[phase.rule]]
 when = "lh >= 0"
 then = [{ action = "goto", phase = "a" }]
+[outcomes]
+follow_up = "3 days"
 """
     with pytest.raises(RuntimeError, match="without time passing"):
         simulate(text, n=2)
+
+
+REPEAT = """
+[[phase]]
+name = "a"
+duration = "1 day"
+NEXT
+[[phase.visit]]
+at = ["12 h"]
+labs = ["lh"]
+"""
+
+
+def test_a_repeating_phase_is_followed_for_the_follow_up():
+    rr, _ = simulate(REPEAT.replace("NEXT", 'next = "a"') + '[outcomes]\nfollow_up = "3 days"\n',
+                     n=2)
+    assert rr.horizon == 72.0
+    assert rr.visit_count.tolist() == [3, 3]
+    np.testing.assert_array_equal(rr.visit_time[0, :3], [12.0, 36.0, 60.0])
+    once, _ = simulate(REPEAT.replace("NEXT", ""), n=2)
+    assert once.horizon == 24.0 and once.visit_count.tolist() == [1, 1]
+
+
+def test_going_back_needs_a_follow_up():
+    with pytest.raises(ScenarioError) as e:
+        parse_scenario(REPEAT.replace("NEXT", 'next = "a"'))
+    assert e.value.path == "phase[0].next" and "outcomes.follow_up" in str(e.value)
 
 
 # --- the order of events at one instant ----------------------------------------------------

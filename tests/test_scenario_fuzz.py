@@ -354,6 +354,15 @@ def extreme_valid_documents(draw):
     if draw(st.booleans()):
         doc["outcomes"] = {"time_zero": draw(st.sampled_from(names)),
                            "offset": draw(st.sampled_from(["0 h", "1e300 h"]))}
+    goes_back = any(
+        names.index(ph.get("next", "end") if ph.get("next", "end") != "end" else names[-1])
+        < i or any(a.get("action") == "goto" and names.index(a["phase"]) <= i
+                   for r in ph.get("rule", ()) for a in r["then"])
+        or ph.get("next") == ph["name"]
+        for i, ph in enumerate(phases))
+    if goes_back or draw(st.integers(0, 3)) == 0:  # going back needs a follow-up
+        doc.setdefault("outcomes", {})["follow_up"] = draw(
+            st.sampled_from(["1 min", "2 days", "3000 days"]))
     return doc
 
 
@@ -368,7 +377,8 @@ def shorten(sc: Scenario, cap: float = CAP_H, visits: int = 12) -> Scenario:
         vs = tuple(replace(v, times=tuple(t for t in v.times if t <= d)[:visits])
                    for v in p.visits)
         phases.append(replace(p, duration=d, visits=vs))
-    return replace(sc, phases=tuple(phases))
+    follow_up = None if sc.follow_up is None else min(sc.follow_up, 3 * cap)
+    return replace(sc, phases=tuple(phases), follow_up=follow_up)
 
 
 def parse_or_error(text: str):
