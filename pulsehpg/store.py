@@ -96,6 +96,7 @@ _STR = h5py.string_dtype("utf-8")
 _COMPRESS_ABOVE = 8 * 1024  # bytes; smaller datasets are stored contiguous, uncompressed
 _CHUNK_BYTES = 1 << 20
 _COPY_BYTES = 64 << 20  # slab size when copying blocks into a consolidated file
+_VDS_MAPPINGS_PER_OPEN = 16_000  # virtual merge: block mappings created per file opening
 _GZIP_LEVEL = 4
 _DEFAULT_UNITS = {"point": "1", "replicate": "1", "patient": "1", "phase": "1", "time_h": "h"}
 _PATIENT_KEYS = ("point", "replicate", "patient")
@@ -553,9 +554,11 @@ def _discard(f: h5py.File, tmp: Path) -> None:
         pass
 
 
-def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str,
-                  in_memory: bool = False) -> None:
+def _atomic_write(final: Path, fill, action: str, in_memory: bool = False) -> None:
     """Write a file via ``fill(f)`` under a temporary name, then rename it to ``final``.
+
+    ``fill`` may also be a list of such functions (not in memory): the temporary file is
+    then closed and opened again between them.
 
     in_memory=True builds the file in memory and writes its bytes with plain file I/O, so
     HDF5 never sees a failed write. Otherwise HDF5 writes the temporary file itself; if
@@ -573,14 +576,15 @@ def _atomic_write(final: Path, fill: Callable[[h5py.File], None], action: str,
             del image
             os.replace(tmp, final)
         else:
-            f = _open(tmp, "w")
-            try:
-                fill(f)
-                f.flush()
-                f.close()
-            except BaseException:
-                _discard(f, tmp)
-                raise
+            for i, step in enumerate(fill if isinstance(fill, (list, tuple)) else [fill]):
+                f = _open(tmp, "w" if i == 0 else "r+")
+                try:
+                    step(f)
+                    f.flush()
+                    f.close()
+                except BaseException:
+                    _discard(f, tmp)
+                    raise
             _fsync(tmp)
             os.replace(tmp, final)
     except BaseException as exc:
@@ -951,6 +955,28 @@ def _scan(path: Path) -> _BlockInfo:
             f["traces/time_h"][()] if "traces" in f else None, f["points/point"][()])
 
 
+@dataclass
+class _Slim:
+    """What merge keeps of a block once it has been checked."""
+
+    path: Path
+    n_points: int
+    n_patients: int
+    n_visits: int
+
+
+def _check_distinct_points(ids: list[np.ndarray], infos: list[_Slim]) -> None:
+    allp = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    uniq, counts = np.unique(allp, return_counts=True)
+    if uniq.size == allp.size:
+        return
+    pid = int(uniq[np.argmax(counts > 1)])
+    where = [i.path for i, a in zip(infos, ids) if np.any(a == pid)]
+    raise IncompatibleBlocksError(
+        f"merge: point {pid} appears in both {where[0]} and {where[-1]}; "
+        "each block must hold different points", path=where[-1])
+
+
 def _describe_schema(info: _BlockInfo) -> dict:
     return {g: {n: (str(v.dtype) if h5py.check_string_dtype(v.dtype) is None else "str",
                     v.units, v.long_name, v.codes) for n, v in vars_.items()}
@@ -1063,22 +1089,31 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
                                  path=out, errno=_errno.ENOENT)
     _check_target(out, True, "merge into")
 
-    infos: list[_BlockInfo | None] = [_scan(Path(e.path)) if ok else None
-                                      for e, ok in zip(plan, present)]
-    first = next(i for i in infos if i is not None)
-    for info in infos:
-        if info is not None and info is not first:
-            _check_compatible(first, info)
-    seen: dict[int, Path] = {}
-    for info in infos:
-        if info is None:
+    # Blocks are scanned one at a time and only their sizes are kept (memory stays flat
+    # in the number of blocks): each is checked against the first, and its point ids go
+    # into one int64 array for the duplicate check.
+    first: _BlockInfo | None = None
+    infos: list[_Slim | None] = []
+    common: dict = {}
+    versions: set[str] = set()
+    ids: list[np.ndarray] = []
+    for e, ok in zip(plan, present):
+        if not ok:
+            infos.append(None)
             continue
-        for pid in info.point_ids.tolist():
-            if pid in seen:
-                raise IncompatibleBlocksError(
-                    f"merge: point {pid} appears in both {seen[pid]} and {info.path}; "
-                    "each block must hold different points", path=info.path)
-            seen[pid] = info.path
+        info = _scan(Path(e.path))
+        if first is None:
+            first = info
+            common = {k: v for k, v in info.attrs.items() if k not in _RESERVED}
+        else:
+            _check_compatible(first, info)
+            common = {k: v for k, v in common.items() if info.attrs.get(k) == v}
+        versions.add(str(info.attrs.get("pulsehpg_version")))
+        ids.append(info.point_ids.astype(np.int64, copy=False))
+        infos.append(_Slim(info.path, info.n_points, info.n_patients, info.n_visits))
+        del info
+    _check_distinct_points(ids, [i for i in infos if i is not None])
+    del ids
 
     # rows of every block in the output
     n_pts, n_pat = [], []
@@ -1110,10 +1145,7 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
     out_dir = Path(os.path.abspath(out)).parent
     rel = [_rel(Path(os.path.abspath(e.path)), out_dir) for e in plan]
 
-    # provenance attributes that every present block shares
-    common = {k: v for k, v in first.attrs.items() if k not in _RESERVED
-              and all(i is None or i.attrs.get(k) == v for i in infos)}
-    versions = sorted({str(i.attrs.get("pulsehpg_version")) for i in infos if i is not None})
+    versions = sorted(versions)  # common: the provenance attributes every block shares
     missing_rel = [r for r, ok in zip(rel, present) if not ok]
 
     def shape_of(group: str, name: str, vi: _VarInfo, rows: int | None = None):
@@ -1127,7 +1159,7 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
             return (tot_pat if rows is None else rows, vi.shape[1])
         return (tot_pat if rows is None else rows,)
 
-    def fill(f: h5py.File) -> None:
+    def header(f: h5py.File) -> None:
         _root_attrs(f, config_hash=first.attrs["config_sha256"], seed=first.attrs["seed"],
                     kind=kind, extra={k: _attr_value(k, v) for k, v in common.items()})
         f.attrs["blocks"] = np.array(rel, dtype=_STR)
@@ -1141,31 +1173,62 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
         with _open_results(first.path) as src:
             f.create_dataset("config", data=_py(src["config"].asstr()[()]), dtype=_STR)
             f.create_dataset("parameters", data=src["parameters"][()])
-        copies = []  # consolidated: (dataset, group, name), filled block by block below
         for group in GROUPS:
-            if group not in first.schema:
-                continue
-            g = f.create_group(group, track_order=True)
-            for name, vi in first.schema[group].items():
-                if group == "traces" and name == "time_h":
-                    ds = g.create_dataset(name, data=first.time_h)
-                elif consolidate:
-                    ds = _create_like(g, name, vi, shape_of(group, name, vi))
-                    copies.append((ds, group, name))
-                else:
-                    ds = _merge_virtual(g, group, name, vi, shape_of, rel, n_pts, n_pat,
-                                        n_vis, pt_start, pa_start)
-                _var_attrs(ds, vi.units, vi.long_name, vi.codes)
-        for info, p0, q0 in zip(infos, pt_start, pa_start):
-            if info is None:
-                continue
-            with _open_results(info.path) as src:  # each block is opened once
-                for ds, group, name in copies:
-                    _copy_rows(src[f"{group}/{name}"], ds, int(p0 if group == "points" else q0))
-        for ds, _, _ in copies:
-            ds.id.flush()
+            if group in first.schema:
+                f.create_group(group, track_order=True)
 
-    _atomic_write(out, fill, "merge into", in_memory=not consolidate)  # views: a few KB
+    def one_variable(f: h5py.File, group: str, name: str) -> h5py.Dataset:
+        vi = first.schema[group][name]
+        g = f[group]
+        if group == "traces" and name == "time_h":
+            ds = g.create_dataset(name, data=first.time_h)
+        elif consolidate:
+            ds = _create_like(g, name, vi, shape_of(group, name, vi))
+        else:
+            ds = _merge_virtual(g, group, name, vi, shape_of, rel, n_pts, n_pat, n_vis,
+                                pt_start, pa_start)
+        _var_attrs(ds, vi.units, vi.long_name, vi.codes)
+        return ds
+
+    variables = [(g, n) for g in GROUPS if g in first.schema for n in first.schema[g]]
+    if consolidate:
+        def fill(f: h5py.File) -> None:
+            header(f)
+            copies = [(one_variable(f, g, n), g, n) for g, n in variables]
+            for info, p0, q0 in zip(infos, pt_start, pa_start):
+                if info is None:
+                    continue
+                with _open_results(info.path) as src:  # each block is opened once
+                    for ds, group, name in copies:
+                        if group == "traces" and name == "time_h":
+                            continue
+                        _copy_rows(src[f"{group}/{name}"], ds,
+                                   int(p0 if group == "points" else q0))
+            for ds, _, _ in copies:
+                ds.id.flush()
+
+        _atomic_write(out, fill, "merge into")
+    else:
+        # HDF5 holds every block mapping of the virtual datasets it has created (a few KB
+        # each) until the file is closed: 1000 blocks x 67 variables grew the merge by
+        # 125 MB. So the file is closed and opened again after about _VDS_MAPPINGS_PER_OPEN
+        # mappings (each reopening costs a few KB of file space), and memory stays flat.
+        batches: list[list] = [[]]
+        count = 0
+        for g, n in variables:
+            mappings = len(rel)
+            if batches[-1] and count + mappings > _VDS_MAPPINGS_PER_OPEN:
+                batches.append([])
+                count = 0
+            batches[-1].append((g, n))
+            count += mappings
+
+        def make(batch):
+            return lambda f: [one_variable(f, g, n) for g, n in batch]
+
+        first_batch = make(batches[0])
+        steps = [lambda f: (header(f), first_batch(f))] + [make(b) for b in batches[1:]]
+        _atomic_write(out, steps, "merge into")
     return MergeResult(out, [os.fspath(e.path) for e in plan], missing, tot_pts, tot_pat)
 
 
