@@ -574,12 +574,18 @@ def check_cmd(scenario):
               help="root seed (default: the scenario's)")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="OpenMP threads for the core")
-def run_cmd(scenario, out, n, seed, threads):
+@click.option("--traces", "traces", metavar="EVERY", default=None,
+              help="also write traces of every patient sampled every EVERY (e.g. '10 min'; "
+                   "overrides the scenario's [output] traces)")
+def run_cmd(scenario, out, n, seed, threads, traces):
     """Run a scenario and print a summary (and write HDF5 with -o)."""
     from . import store
     from .run import run
 
     sc = _load(scenario)
+    if traces is not None:
+        with user_errors():
+            sc = sc.with_traces(traces)
     if out is not None:
         try:
             store.check_writable(out)
@@ -624,14 +630,30 @@ def inspect_cmd(path):
 @click.option("--y", "y", metavar="OUTCOME", default=None,
               help="sweep: plot the median of this per-patient outcome (default: fraction "
                    "recovered to --threshold by 12 months)")
-def plot_cmd(path, kind, out, threshold, x, y):
+@click.option("--patients", metavar="ROWS", default=None,
+              help="traces: patient rows to draw, e.g. '0,3,7' (default: every patient of a "
+                   "file with at most six, else the median and 10-90 % band)")
+@click.option("--start", metavar="TIME", default=None,
+              help="traces: start of the time window, e.g. '12 weeks' (default: the first "
+                   "sample)")
+@click.option("--span", metavar="DURATION", default=None,
+              help="traces: length of the time window, e.g. '1 day' (default: to the end)")
+def plot_cmd(path, kind, out, threshold, x, y, patients, start, span):
     """Draw a figure of a results file (needs pip install 'pulsehpg[results]')."""
     from . import store
 
+    rows = None
+    if patients is not None:
+        try:
+            rows = [int(x) for x in patients.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated row numbers such as '0,3', "
+                                     f"got {patients!r}", param_hint="--patients") from None
     try:
         from .results import plot
 
-        written = plot(path, kind, out, threshold=threshold, x=x, y=y)
+        written = plot(path, kind, out, threshold=threshold, x=x, y=y, patients=rows,
+                       start=start, span=span)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None
     except (store.StoreError, ValueError) as e:
@@ -691,6 +713,7 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
     quantity passes, 1 when one fails."""
     from pathlib import Path
 
+    from . import store
     from . import validation as val
     from .scenario import ScenarioError
 
@@ -744,6 +767,8 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
                               progress=lambda text: click.echo(text, err=True))
     except FloatingPointError as e:
         raise CommandError(f"simulation failed: {_one_line(e)}") from None
+    except store.StoreError as e:  # the report or a figure could not be written
+        raise click.UsageError(_one_line(e)) from None
     except (KeyError, ValueError) as e:  # a metric that cannot be computed from its arms
         raise click.UsageError(_one_line(e.args[0] if isinstance(e, KeyError) and e.args
                                          else e)) from None
@@ -931,12 +956,12 @@ def export_sbml_cmd(out, phenotype, params_path):
             text = to_sbml(phenotype, params)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None
+    from . import store
+
     try:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise click.BadParameter(f"cannot write {out}: {e.strerror}", param_hint="--out") \
-            from None
+        store.write_text(out, text)
+    except store.StoreError as e:
+        raise click.BadParameter(_one_line(e), param_hint="--out") from None
     click.echo(f"wrote {out} (phenotype {phenotype}, {len(model.STATES)} states)")
 
 

@@ -70,6 +70,11 @@ class Numerics:
             raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
 
 
+def _same_rows(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None
+                                         and np.array_equal(a, b))
+
+
 def root_key(seed) -> int:
     """64-bit root key from an int seed or a numpy SeedSequence."""
     if isinstance(seed, np.random.SeedSequence):
@@ -172,6 +177,8 @@ class Cohort:
             self.numerics.growth)
         self._t = 0.0
         self._record_every: float | None = None
+        self._record_obs: list[int] = list(range(len(OBSERVABLES)))
+        self._record_rows: np.ndarray | None = None  # None: every patient
         self._trace_t: list[np.ndarray] = []
         self._trace_v: list[np.ndarray] = []
         self._prepare()
@@ -263,8 +270,9 @@ class Cohort:
             samples = np.arange(k0, k1 + 1) * e
         out = self._run(self._t, t, samples)
         if samples.size:
+            rows = slice(None) if self._record_rows is None else self._record_rows
             self._trace_t.append(samples)
-            self._trace_v.append(out)
+            self._trace_v.append(out[rows][:, :, self._record_obs])  # only what was asked
         self._t = t
 
     # -- masks and drugs ----------------------------------------------------
@@ -373,19 +381,49 @@ class Cohort:
         out = self.observe_array()
         return {name: out[:, k].copy() for k, name in enumerate(OBSERVABLES)}
 
-    def record(self, every=None) -> None:
-        """Record observables every ``every`` (hours or '10 min') from now; None stops."""
-        self._record_every = None if every is None else parse_duration(every, "every")
-        if self._record_every is not None and self._record_every <= 0:
+    def record(self, every=None, *, observables=None, patients=None) -> None:
+        """Record observables every ``every`` (hours or '10 min') from now; None stops.
+
+        observables: names to keep (default all of OBSERVABLES); patients: row indices
+        (0..n-1) of the patients to keep (default all).
+        Changing what is recorded once something has been recorded is refused.
+        """
+        every = None if every is None else parse_duration(every, "every")
+        if every is not None and every <= 0:
             raise ValueError(f"every: must be a positive duration, got {every!r}")
+        obs = list(range(len(OBSERVABLES)))
+        if observables is not None:
+            names = [observables] if isinstance(observables, str) else list(observables)
+            bad = [o for o in names if o not in OBSERVABLES]
+            if bad or not names:
+                raise ValueError(f"observables: unknown or empty {bad or names!r}; allowed: "
+                                 f"{', '.join(OBSERVABLES)}")
+            obs = [OBSERVABLES.index(o) for o in names]
+        rows = None
+        if patients is not None:
+            rows = np.asarray(patients)
+            if (rows.ndim != 1 or rows.size == 0 or rows.dtype.kind not in "iu"
+                    or rows.min() < 0 or rows.max() >= self.n or np.unique(rows).size != rows.size):
+                raise ValueError(f"patients: expected distinct row indices in 0..{self.n - 1}, "
+                                 f"got {patients!r}")
+            rows = rows.astype(np.intp)
+        if self._trace_t and (obs != self._record_obs or not _same_rows(rows, self._record_rows)):
+            raise ValueError("record: observables and patients cannot change once a trace "
+                             "has been recorded")
+        self._record_every, self._record_obs, self._record_rows = every, obs, rows
 
     def trace(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Recorded times (hours) and observables, each an array (patients, times)."""
+        """Recorded times (hours) and observables, each an array (patients, times).
+
+        The patients are those given to :meth:`record` (default all), in that order.
+        """
+        names = [OBSERVABLES[k] for k in self._record_obs]
         if not self._trace_t:
-            return np.zeros(0), {k: np.zeros((self.n, 0)) for k in OBSERVABLES}
+            m = self.n if self._record_rows is None else self._record_rows.size
+            return np.zeros(0), {k: np.zeros((m, 0)) for k in names}
         t = np.concatenate(self._trace_t)
         v = np.concatenate(self._trace_v, axis=1)
-        return t, {name: v[:, :, k] for k, name in enumerate(OBSERVABLES)}
+        return t, {name: v[:, :, k] for k, name in enumerate(names)}
 
     @property
     def state(self) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import store
 from .outcomes import fraction_by, kaplan_meier
+from .units import parse_duration
 
 __all__ = ["PLOT_KINDS", "REFERENCE_RANGES", "PlotError", "open_results", "plot"]
 
@@ -395,32 +396,61 @@ def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None):
     return fig
 
 
-def _plot_traces(ds, title: str):
+def _trace_window(t: np.ndarray, start: float | None, span: float | None) -> np.ndarray:
+    """Mask of the trace samples inside [start, start + span] (hours)."""
+    lo = t[0] if start is None else start
+    hi = np.inf if span is None else lo + span
+    inside = (t >= lo - 1e-9) & (t <= hi + 1e-9)
+    if not inside.any():
+        raise PlotError(f"no trace samples between {lo:g} h and {hi:g} h (traces cover "
+                        f"{t[0]:g}-{t[-1]:g} h)")
+    return inside
+
+
+def _plot_traces(ds, title: str, patients=None, start=None, span=None):
+    """One panel per observable: chosen patients as lines (each sample: pulses show at
+    10-min resolution), or for more than six patients without a choice the cohort's
+    median and 10-90 % band."""
     if "time" not in ds.dims:
-        raise PlotError("the file has no traces (/traces is absent); use --kind labs")
+        raise PlotError("the file has no traces (/traces is absent): run the scenario with "
+                        "[output] traces = \"10 min\" or pulsehpg run --traces \"10 min\"")
     names = [v for v in ds.data_vars if ds[v].dims == ("patient", "time")]
-    t = np.asarray(ds["time_h"].values, dtype=float)
-    scale, unit = (24.0, "days") if t.size and t.max() > 72 else (1.0, "h")
+    n = ds.sizes["patient"]
+    if patients is not None:
+        bad = [k for k in patients if not (0 <= k < n)]
+        if bad or not patients:
+            raise PlotError(f"patients: rows {bad or patients} are not in the file "
+                            f"(0..{n - 1})")
+    elif n <= 6:
+        patients = list(range(n))
+    t_all = np.asarray(ds["time_h"].values, dtype=float)
+    inside = _trace_window(t_all, start, span)
+    t = t_all[inside]
+    scale, unit = (24.0, "days") if t[-1] > 72 else (1.0, "h")
     fig, axes = _figure(len(names))
-    groups = _groups(ds)
     for ax, v in zip(axes, names):
-        values = np.asarray(ds[v].values, dtype=float)
+        values = np.asarray(ds[v].values, dtype=float)[:, inside]
         base = v.removeprefix("trace_")
-        for k, (label, mask) in enumerate(groups):
-            q = _quantiles(values[mask])
-            ax.fill_between(t / scale, q[0], q[2], color=f"C{k}", alpha=0.2, lw=0)
-            ax.plot(t / scale, q[1], color=f"C{k}",
-                    label=(f"{label}: " if label else "") + "median, 10-90 %")
+        if patients is not None:
+            for k in patients:
+                label = f"patient {int(ds['patient_id'].values[k])}"
+                ax.plot(t / scale, values[k], lw=0.8, label=label)
+        else:
+            for k, (label, mask) in enumerate(_groups(ds)):
+                q = _quantiles(values[mask])
+                ax.fill_between(t / scale, q[0], q[2], color=f"C{k}", alpha=0.2, lw=0)
+                ax.plot(t / scale, q[1], color=f"C{k}",
+                        label=(f"{label}: " if label else "") + "median, 10-90 %")
         ax.set_xlabel(f"time ({unit})")
         ax.set_ylabel(_axis_label(ds, v, _LABELS.get(base, base)))
         ax.set_title(_LABELS.get(base, base))
-        ax.legend(fontsize="x-small")
+        _legend(ax, len(patients) if patients is not None else 1)
     fig.suptitle(title)
     return fig
 
 
 def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
-         y: str | None = None) -> Path:
+         y: str | None = None, patients=None, start=None, span=None) -> Path:
     """Draw one figure of a results file to ``out`` (PNG, or any format matplotlib knows
     from the suffix) and return its path.
 
@@ -428,7 +458,10 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
     are 2-6 points, else pooled, with reference ranges shaded), 'recovery' (Kaplan-Meier
     time to sperm >= threshold M/mL, one curve per sweep point), 'sweep' (an outcome against
     the swept axis ``x``: by default the Kaplan-Meier fraction recovered to ``threshold``
-    by 12 months, else the median of the per-patient outcome ``y``) or 'traces'.
+    by 12 months, else the median of the per-patient outcome ``y``) or 'traces' (the
+    patient rows ``patients`` as lines, by default every patient of a file with at most
+    six, else the median and 10-90 % band; ``start`` and ``span``, hours or durations
+    such as '12 weeks', pick a time window).
     Raises PlotError (a ValueError) for what the file cannot show, StoreError for an
     unreadable file, ImportError without xarray/matplotlib.
     """
@@ -451,9 +484,8 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
         elif kind == "sweep":
             fig = _plot_sweep(ds, title, threshold, x, y)
         else:
-            fig = _plot_traces(ds, title)
-    try:
-        fig.savefig(out, dpi=110)
-    except (OSError, ValueError) as exc:
-        raise PlotError(f"cannot write {out}: {exc}") from exc
+            fig = _plot_traces(ds, title, patients,
+                               None if start is None else parse_duration(start, "start"),
+                               None if span is None else parse_duration(span, "span"))
+    store.write_figure(fig, out, dpi=110)
     return out

@@ -75,8 +75,11 @@ class RunResult:
     @property
     def visits(self) -> dict[str, np.ndarray]:
         r = self.regimen
-        out = {"time_h": r.visit_time, "phase": r.visit_phase.astype(np.int32)}
-        out.update(r.visit_labs)
+        # the visit log grows by doubling: keep the columns some patient used (at least
+        # one, so that every run has the same variables)
+        k = max(1, int(r.visit_count.max(initial=0)))
+        out = {"time_h": r.visit_time[:, :k], "phase": r.visit_phase[:, :k].astype(np.int32)}
+        out.update({name: v[:, :k] for name, v in r.visit_labs.items()})
         return out
 
     def tables(self, point: int = 0, replicate: int = 0) -> dict:
@@ -90,7 +93,13 @@ class RunResult:
         units.update({f"visits/{k}": UNITS.get(k, "1") for k in LAB_VARIABLES})
         codes = {"visits/phase": {i: p.name for i, p in enumerate(self.scenario.phases)}
                  | {-1: "none"}}
-        return {"patients": patients, "visits": self.visits, "units": units, "codes": codes}
+        traces = None
+        if self.scenario.output.traces is not None:
+            t, tr = self.cohort.trace()
+            traces = {"time_h": t} | tr
+            units.update({f"traces/{k}": UNITS[k] for k in tr})
+        return {"patients": patients, "visits": self.visits, "traces": traces, "units": units,
+                "codes": codes}
 
     def save(self, path, *, kind: str = "run"):
         """Write the results to an HDF5 file (pulsehpg.store layout)."""
@@ -100,7 +109,7 @@ class RunResult:
         return store.write_block(
             path, config_text=self.scenario.text, seed=int(self.seed), kind=kind,
             points={"point": np.array([0], dtype=np.int64)}, patients=t["patients"],
-            visits=t["visits"], units=t["units"], codes=t["codes"],
+            visits=t["visits"], traces=t["traces"], units=t["units"], codes=t["codes"],
             attrs={"scenario": self.scenario.name, "phenotype": self.scenario.cohort.phenotype,
                    "n_patients": int(self.cohort.n)})
 
@@ -160,6 +169,9 @@ def run(scenario, n: int | None = None, seed=None, *, threads: int = 1, rules=No
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     cohort = build_cohort(scenario, n, seed, patients=patients, threads=threads)
+    out = scenario.output
+    if out.traces is not None:
+        cohort.record(out.traces, observables=out.trace_observables)
     baseline = cohort.observe()["sperm_conc"]
     regimen = RegimenRun(scenario, cohort, rules=rules, processes=processes).run()
     outcomes = patient_outcomes(regimen, cohort.observe(), baseline)

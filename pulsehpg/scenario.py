@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .cohort import DRUG_NAMES
+from .cohort import DRUG_NAMES, OBSERVABLES
 from .labs import LAB_TESTS
 from .params import BY_NAME
 from .phenotypes import PHENOTYPES
@@ -105,6 +105,19 @@ class Rule:
     once: bool = True
 
 
+# what [output] traces keep unless trace_observables says otherwise
+DEFAULT_TRACE_OBSERVABLES = ("lh", "fsh", "t_total", "e2", "itt", "sperm_conc")
+MIN_TRACE_EVERY = 1.0 / 60.0  # h: finer than a minute resolves nothing the core does not
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """[output]: what a run writes besides outcomes and visit labs."""
+
+    traces: float | None = None  # h between trace samples; None: no traces
+    trace_observables: tuple[str, ...] = DEFAULT_TRACE_OBSERVABLES
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
@@ -127,6 +140,7 @@ class Scenario:
     path: str | None = None
     dose_records: tuple = ()  # from a NONMEM-style table (pulsehpg.nonmem)
     follow_up: float | None = None  # h; None: the sum of the phase durations
+    output: OutputSpec = OutputSpec()
 
     @property
     def sha256(self) -> str:
@@ -145,6 +159,20 @@ class Scenario:
         if self.follow_up is not None:
             return self.follow_up
         return sum(p.duration for p in self.phases)
+
+    def with_traces(self, every, observables=None) -> Scenario:
+        """The same scenario writing traces every ``every`` (hours or '10 min')."""
+        r = _Reader("")
+        t = {"traces": every}
+        if observables is not None:
+            t["trace_observables"] = list(observables)
+        elif self.output.traces is not None:
+            t["trace_observables"] = list(self.output.trace_observables)
+        try:
+            return replace(self, output=_output(r, t))
+        except ScenarioError as e:
+            raise ScenarioError("--traces" if e.path == "output.traces" else e.path,
+                                e.message) from None
 
     def with_cohort(self, **changes) -> Scenario:
         return replace(self, cohort=replace(self.cohort, **changes))
@@ -524,7 +552,7 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
     # [validation]: literature targets, read by pulsehpg.validation (`pulsehpg validate`);
     # a run ignores it
     r.table(doc, "", {"name": "", "description": "", "cohort": "", "phase": "",
-                      "outcomes": "", "dose_records": "", "validation": ""})
+                      "outcomes": "", "dose_records": "", "validation": "", "output": ""})
     cohort = _cohort(r, doc.get("cohort", {}))
     raw_phases = r.array(doc, "phase", "")
     records = ()
@@ -582,8 +610,31 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
         _require_follow_up_for_loops(r, raw_phases, phases)
     name = r.string(doc, "name", "", default=Path(path).stem if path else "scenario")
     desc = r.string(doc, "description", "", default="")
+    output = _output(r, doc.get("output", {}))
     return Scenario(name, cohort, tuple(phases), tz, offset, desc, text, path, records,
-                    follow_up)
+                    follow_up, output)
+
+
+def _output(r: _Reader, t) -> OutputSpec:
+    r.table(t, "output", {"traces": "", "trace_observables": ""})
+    if "traces" not in t:
+        if "trace_observables" in t:
+            r.fail("output.trace_observables", "has no effect without output.traces "
+                                               "(e.g. traces = \"10 min\")")
+        return OutputSpec()
+    every = r.duration(t, "traces", "output", positive=True, minimum=MIN_TRACE_EVERY,
+                       maximum=7 * 24.0)
+    obs = t.get("trace_observables", list(DEFAULT_TRACE_OBSERVABLES))
+    if not isinstance(obs, list) or not obs or not all(isinstance(o, str) for o in obs):
+        r.fail("output.trace_observables", f"expected a non-empty array of names, got "
+                                           f"{obs!r:.60}; allowed: {', '.join(OBSERVABLES)}")
+    for k, o in enumerate(obs):
+        if o not in OBSERVABLES or o in obs[:k]:
+            close = difflib.get_close_matches(o, OBSERVABLES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            what = "is listed twice" if o in obs[:k] else f"unknown observable {o!r}{hint}"
+            r.fail("output.trace_observables", f"{what}; allowed: {', '.join(OBSERVABLES)}")
+    return OutputSpec(every, tuple(obs))
 
 
 def _require_follow_up_for_loops(r: _Reader, raw_phases, phases) -> None:

@@ -791,17 +791,15 @@ def make_dir(path) -> Path:
     return path
 
 
-def write_json(path, data) -> Path:
-    """Write ``data`` as JSON atomically (temporary name, fsync, rename)."""
-    import json
-
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary name, fsync, rename): a full disk
+    or a kill leaves the old file or none, never a part of the new one."""
     final = Path(path)
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     _check_target(final, True)
     tmp = temp_path(final)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
@@ -811,6 +809,31 @@ def write_json(path, data) -> Path:
                          errno=_errno_of(exc)) from exc
     _fsync(final.parent, directory=True)
     return final
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as JSON atomically (:func:`write_bytes`)."""
+    import json
+
+    return write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def write_text(path, text: str) -> Path:
+    """Write UTF-8 text (a report) atomically (:func:`write_bytes`)."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_figure(fig, path, **savefig_kw) -> Path:
+    """Render a matplotlib figure (format from the suffix) and write it atomically."""
+    import io
+
+    buf = io.BytesIO()
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    try:
+        fig.savefig(buf, format=fmt, **savefig_kw)
+    except ValueError as exc:  # a suffix matplotlib cannot write
+        raise StoreError(f"cannot write {path}: {exc}", path=Path(path)) from exc
+    return write_bytes(path, buf.getvalue())
 
 
 def read_json(path):

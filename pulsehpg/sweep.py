@@ -718,10 +718,15 @@ def _build(doc: dict, text: str, base_dir: Path, source: str | None, patients_ov
             vals = list(base)
             vals[i] = v
             try:
-                _scenario_at(sdoc, axes, vals, only=i)
+                at = _scenario_at(sdoc, axes, vals, only=i)
             except ScenarioError as e:
                 c.fail(a.key_path, f"{a.name} = {v:g} {a.unit} gives an invalid scenario: "
                                    f"{e.path}: {_raw_message(e)}")
+            if sc.output.traces is not None and abs(at.duration - sc.duration) > 1e-9:
+                # blocks of traces merge only on one time axis
+                c.fail(a.key_path, f"{a.name} changes how long patients are followed, so the "
+                                   "points' traces (scenario output.traces) would not share "
+                                   "one time axis; set the scenario's outcomes.follow_up")
 
     resolved_axes = []
     for a in axes:
@@ -849,6 +854,7 @@ def _simulate_block(task: _Task) -> _Done:
     t0 = time.perf_counter()
     pat_parts: list[dict] = []
     vis_parts: list[dict] = []
+    tr_parts: list[dict] = []
     units: dict = {}
     codes: dict = {}
     for p, vals in zip(task.points.tolist(), task.values):
@@ -862,12 +868,19 @@ def _simulate_block(task: _Task) -> _Done:
                                    "first point")
             pat_parts.append(t["patients"])
             vis_parts.append(t["visits"])
+            if t["traces"] is not None:
+                tr_parts.append(t["traces"])
             units.update(t["units"])
             codes.update(t["codes"])
             del res
     patients = {k: np.concatenate([x[k] for x in pat_parts]) for k in pat_parts[0]}
     visits = {k: _pad([x[k] for x in vis_parts]) for k in vis_parts[0]}
-    del pat_parts, vis_parts
+    traces = None
+    if tr_parts:  # load_config made sure every point has the same time axis
+        traces = {"time_h": tr_parts[0]["time_h"]}
+        traces |= {k: np.concatenate([x[k] for x in tr_parts]) for k in tr_parts[0]
+                   if k != "time_h"}
+    del pat_parts, vis_parts, tr_parts
     points = {"point": task.points.astype(np.int64)}
     long_names = {}
     for j, a in enumerate(task.axes):
@@ -876,8 +889,8 @@ def _simulate_block(task: _Task) -> _Done:
         long_names[f"points/{a.column}"] = f"{a.name}: {a.label}"
     store.write_block(task.path, config_text=task.config_text, config_hash=task.config_hash,
                       seed=task.seed, kind="block", points=points, patients=patients,
-                      visits=visits, units=units, long_names=long_names, codes=codes,
-                      attrs=dict(task.attrs, block=task.block), in_memory=True)
+                      visits=visits, traces=traces, units=units, long_names=long_names,
+                      codes=codes, attrs=dict(task.attrs, block=task.block), in_memory=True)
     return _Done(task.block, int(patients["point"].shape[0]), time.perf_counter() - t0)
 
 

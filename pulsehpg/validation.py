@@ -78,6 +78,7 @@ from pathlib import Path
 import numpy as np
 import tomllib
 
+from . import store
 from .analysis import detect_pulses, first_time_below
 from .cohort import OBSERVABLES
 from .labs import measure
@@ -1342,8 +1343,7 @@ def write_report(report: Report, path: Path, *, n=None, seed=None,
         fig = report.figures.get(spec.id)
         if fig is not None:
             lines += [f"![{spec.id}]({Path(fig).name})", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return store.write_text(path, "\n".join(lines))
 
 
 def _display_path(p: str) -> str:
@@ -1460,8 +1460,7 @@ def figure(sim: Simulation, out: Path) -> Path | None:
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(0.0, -0.16),
                   borderaxespad=0, frameon=False)
     fig.suptitle(f"{spec.id}: {spec.title}\n({spec.source})", fontsize="medium")
-    fig.savefig(out, dpi=100)
-    return out
+    return store.write_figure(fig, out, dpi=100)
 
 
 def _unit_of(name: str) -> str:
