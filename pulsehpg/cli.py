@@ -630,6 +630,9 @@ def inspect_cmd(path):
 @click.option("--y", "y", metavar="OUTCOME", default=None,
               help="sweep: plot the median of this per-patient outcome (default: fraction "
                    "recovered to --threshold by 12 months)")
+@click.option("--by", "by", metavar="AXIS", default=None,
+              help="sweep: a second swept axis; draws the outcome as a surface over --x and "
+                   "--by (other axes pooled)")
 @click.option("--patients", metavar="ROWS", default=None,
               help="traces: patient rows to draw, e.g. '0,3,7' (default: every patient of a "
                    "file with at most six, else the median and 10-90 % band)")
@@ -638,7 +641,7 @@ def inspect_cmd(path):
                    "sample)")
 @click.option("--span", metavar="DURATION", default=None,
               help="traces: length of the time window, e.g. '1 day' (default: to the end)")
-def plot_cmd(path, kind, out, threshold, x, y, patients, start, span):
+def plot_cmd(path, kind, out, threshold, x, y, by, patients, start, span):
     """Draw a figure of a results file (needs pip install 'pulsehpg[results]')."""
     from . import store
 
@@ -652,7 +655,7 @@ def plot_cmd(path, kind, out, threshold, x, y, patients, start, span):
     try:
         from .results import plot
 
-        written = plot(path, kind, out, threshold=threshold, x=x, y=y, patients=rows,
+        written = plot(path, kind, out, threshold=threshold, x=x, y=y, by=by, patients=rows,
                        start=start, span=span)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None

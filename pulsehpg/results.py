@@ -330,17 +330,8 @@ def _plot_recovery(ds, title: str, threshold: float):
     return fig
 
 
-def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None):
-    axes_vars = [v for v in ds.data_vars if ds[v].dims == ("point",)]
-    if not axes_vars:
-        raise PlotError("the file has no swept axes (/points has only 'point'): use --kind "
-                        "labs or recovery for a run")
-    if x is None:
-        x = axes_vars[0]
-    elif x not in axes_vars:
-        raise PlotError(f"--x {x!r} is not a swept axis (axes: {', '.join(axes_vars)})")
-    pp = ds["patient_point"].values
-    points = ds["point"].values
+def _sweep_statistic(ds, threshold: float, y: str | None):
+    """stat(mask of patients) -> (value, 10th, 90th percentile), and its axis label."""
     if y is None:
         tkey, ekey = _recovery_keys(ds, threshold)
         time = np.asarray(ds[tkey].values, dtype=float)
@@ -368,6 +359,32 @@ def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None):
             lo, med, hi = np.percentile(v, (10, 50, 90))
             return med, lo, hi
         ylabel = "median " + _axis_label(ds, y)
+    return stat, ylabel
+
+
+def _swept_axis(axes_vars: list[str], name: str | None, option: str, default: str) -> str:
+    if name is None:
+        return default
+    if name not in axes_vars:
+        raise PlotError(f"{option} {name!r} is not a swept axis (axes: {', '.join(axes_vars)})")
+    return name
+
+
+def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None,
+                by: str | None = None):
+    axes_vars = [v for v in ds.data_vars if ds[v].dims == ("point",)]
+    if not axes_vars:
+        raise PlotError("the file has no swept axes (/points has only 'point'): use --kind "
+                        "labs or recovery for a run")
+    x = _swept_axis(axes_vars, x, "--x", axes_vars[0])
+    stat, ylabel = _sweep_statistic(ds, threshold, y)
+    if by is not None:
+        by = _swept_axis(axes_vars, by, "--by", by)
+        if by == x:
+            raise PlotError(f"--by {by!r} is also --x: a surface needs two different axes")
+        return _plot_surface(ds, title, x, by, stat, ylabel, y, threshold)
+    pp = ds["patient_point"].values
+    points = ds["point"].values
     others = [a for a in axes_vars if a != x]
     short = _short_names(others)
     xs = ds[x].values
@@ -393,6 +410,44 @@ def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None):
     what = y or f"recovery to {threshold:g} M/mL by 12 months"
     ax.set_title(f"{title}: {what} against {x}"
                  + (" (median, 10-90 %)" if y else ""), fontsize="medium", wrap=True)
+    return fig
+
+
+def _plot_surface(ds, title, x, by, stat, label, y, threshold):
+    """The outcome over two swept axes, pooling the patients of points that share both
+    values (other axes pooled): a grid of cells when the values form a grid, else one
+    coloured marker per point."""
+    pp = ds["patient_point"].values
+    points = ds["point"].values
+    xs, bs = np.asarray(ds[x].values, dtype=float), np.asarray(ds[by].values, dtype=float)
+    ux, ub = np.unique(xs), np.unique(bs)
+    fig, (ax,) = _figure(1)
+    grid = ux.size * ub.size <= 900 and ux.size * ub.size <= 4 * points.size
+    if grid:
+        z = np.full((ub.size, ux.size), np.nan)
+        for j, bv in enumerate(ub):
+            for i, xv in enumerate(ux):
+                sel = points[(xs == xv) & (bs == bv)]
+                if sel.size:
+                    z[j, i] = stat(np.isin(pp, sel))[0]
+        mesh = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis",
+                         vmin=0 if y is None else None, vmax=1 if y is None else None)
+        ax.set_xticks(range(ux.size), [_fmt(v) for v in ux])
+        ax.set_yticks(range(ub.size), [_fmt(v) for v in ub])
+        if z.size <= 100:
+            for (j, i), v in np.ndenumerate(z):
+                if np.isfinite(v):
+                    ax.text(i, j, f"{v:.2g}", ha="center", va="center", fontsize="small",
+                            color="white" if mesh.norm(v) < 0.5 else "black")  # dark cells
+    else:
+        z = np.array([stat(pp == p)[0] for p in points], dtype=float)
+        mesh = ax.scatter(xs, bs, c=z, cmap="viridis", vmin=0 if y is None else None,
+                          vmax=1 if y is None else None, s=30)
+    fig.colorbar(mesh, ax=ax, label=label)
+    ax.set_xlabel(_axis_label(ds, x, x))
+    ax.set_ylabel(_axis_label(ds, by, by))
+    what = y or f"recovery to {threshold:g} M/mL by 12 months"
+    ax.set_title(f"{title}: {what} over {x} and {by}", fontsize="medium", wrap=True)
     return fig
 
 
@@ -450,7 +505,8 @@ def _plot_traces(ds, title: str, patients=None, start=None, span=None):
 
 
 def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
-         y: str | None = None, patients=None, start=None, span=None) -> Path:
+         y: str | None = None, by: str | None = None, patients=None, start=None,
+         span=None) -> Path:
     """Draw one figure of a results file to ``out`` (PNG, or any format matplotlib knows
     from the suffix) and return its path.
 
@@ -458,7 +514,8 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
     are 2-6 points, else pooled, with reference ranges shaded), 'recovery' (Kaplan-Meier
     time to sperm >= threshold M/mL, one curve per sweep point), 'sweep' (an outcome against
     the swept axis ``x``: by default the Kaplan-Meier fraction recovered to ``threshold``
-    by 12 months, else the median of the per-patient outcome ``y``) or 'traces' (the
+    by 12 months, else the median of the per-patient outcome ``y``; with a second axis
+    ``by``, a surface over both, other axes pooled) or 'traces' (the
     patient rows ``patients`` as lines, by default every patient of a file with at most
     six, else the median and 10-90 % band; ``start`` and ``span``, hours or durations
     such as '12 weeks', pick a time window).
@@ -482,7 +539,7 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
         elif kind == "recovery":
             fig = _plot_recovery(ds, title, threshold)
         elif kind == "sweep":
-            fig = _plot_sweep(ds, title, threshold, x, y)
+            fig = _plot_sweep(ds, title, threshold, x, y, by)
         else:
             fig = _plot_traces(ds, title, patients,
                                None if start is None else parse_duration(start, "start"),

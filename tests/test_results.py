@@ -231,3 +231,55 @@ def test_plot_one_line_error_as_a_process(run_file, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no traces" in proc.stderr
+
+
+SWEEP2 = {**SWEEP, "name": "tiny-surface",
+          "sweep": {**SWEEP["sweep"], "patients": 2,
+                    "axis": [{"name": "phase.trt.drug.testosterone_cypionate.dose",
+                              "values": [100, 400]},
+                             {"name": "phase.off.duration", "values": ["4 weeks", "6 weeks"]}]}}
+
+
+@pytest.fixture(scope="module")
+def sweep2_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweep2") / "sweep2.h5"
+    pulsehpg.sweep(SWEEP2, out=path, workers=1)
+    return path
+
+
+@needs_plot
+@pytest.mark.parametrize("extra", [(), ("--y", "nadir_lh")])
+def test_plot_sweep_surface(sweep2_file, tmp_path, extra):
+    out = tmp_path / "surface.png"
+    result = invoke("plot", sweep2_file, "--kind", "sweep", "--x",
+                    "phase.trt.drug.testosterone_cypionate.dose", "--by", "phase.off.duration",
+                    "-o", out, *extra)
+    assert result.exit_code == 0, result.output
+    png_ok(out)
+
+
+@needs_plot
+def test_surface_cells_are_the_medians_of_their_points(sweep2_file):
+    """Each cell is the median outcome of the patients of the point with those two values."""
+    from pulsehpg.results import _plot_sweep, open_results
+
+    ds = open_results(sweep2_file)
+    x, by = "phase.trt.drug.testosterone_cypionate.dose", "phase.off.duration"
+    fig = _plot_sweep(ds, "t", 20.0, x, "nadir_lh", by)
+    z = fig.axes[0].images[0].get_array()
+    assert z.shape == (2, 2)
+    for j, bv in enumerate(sorted(set(ds[by].values))):
+        for i, xv in enumerate(sorted(set(ds[x].values))):
+            p = ds["point"].values[(ds[x].values == xv) & (ds[by].values == bv)]
+            rows = np.isin(ds["patient_point"].values, p)
+            assert z[j, i] == pytest.approx(np.median(ds["nadir_lh"].values[rows]))
+
+
+@needs_plot
+@pytest.mark.parametrize("args, message", [
+    (("--by", "steroid.shbg"), "--by 'steroid.shbg' is not a swept axis"),
+    (("--x", "phase.off.duration", "--by", "phase.off.duration"), "also --x"),
+])
+def test_plot_surface_bad_axis_exits_2(sweep2_file, tmp_path, args, message):
+    result = invoke("plot", sweep2_file, "--kind", "sweep", *args, "-o", tmp_path / "f.png")
+    assert result.exit_code == 2 and message in result.output, result.output

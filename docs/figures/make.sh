@@ -20,3 +20,6 @@ pulsehpg plot "$work/chh.h5" --kind traces --start "12 weeks" --span "1 day" -o 
 # the restart sweep at 5 men per point and replicate: recovery against clomiphene dose
 pulsehpg sweep examples/sweep-restart.toml -o "$work/restart.h5" --patients 5 -q >/dev/null
 pulsehpg plot "$work/restart.h5" --kind sweep -o "$out/sweep.png"
+# and as a surface over clomiphene dose and TRT duration (pump intervals pooled)
+pulsehpg plot "$work/restart.h5" --kind sweep --x phase.serm.drug.clomiphene.dose \
+    --by phase.trt.duration -o "$out/surface.png"
