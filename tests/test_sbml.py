@@ -38,6 +38,7 @@ libsbml = pytest.importorskip("libsbml", reason="python-libsbml is not installed
                               "(pip install -e '.[sbml]')")
 from test_reference import BOLUS, FLOOR, PHENOTYPES
 from test_reference import CASES as REFERENCE_CASES
+from test_reference import simulate_core as reference_core
 
 from pulsehpg.sbml import consistency_errors, to_sbml, unit_warnings
 
@@ -271,25 +272,10 @@ def simulate_sbml(phenotype="eugonadal", doses=(), infusions=(), pumps=()):
 
 
 def simulate_core(phenotype="eugonadal", doses=(), infusions=(), pumps=()):
-    c = Cohort(1, phenotype, deterministic=True, numerics=Numerics.accurate())
-    c.record(every=EVERY)
-    # the order the core applies user actions at one time: doses, infusions, pumps
-    actions = sorted([(t, 0, k, "dose", a) for k, (t, *a) in enumerate(doses)]
-                     + [(t, 1, k, "infusion", a) for k, (t, *a) in enumerate(infusions)]
-                     + [(t, 2, k, "pump", a) for k, (t, *a) in enumerate(pumps)])
-    for t, _, _, kind, a in actions:
-        c.advance_to(t)
-        if kind == "dose":
-            c.dose(a[0], a[1])
-        elif kind == "infusion":
-            c.start_infusion(a[0], a[1])
-        elif a[2] > 0:
-            c.set_pump(a[0], a[1], a[2])
-        else:
-            c.stop_pump(a[0])
-    c.advance_to(T_END)
-    times, tr = c.trace()
-    return times, np.stack([tr[o][0] for o in OBSERVABLES], axis=1)
+    """The core's run of a regimen, as tests/test_reference.py drives it: (times, values)."""
+    _, times, values = reference_core(phenotype, doses, infusions, pumps,
+                                      numerics=Numerics.accurate())
+    return times, values
 
 
 def relative_errors(case, values, reference):
