@@ -822,6 +822,7 @@ class _Task:
     config_text: str
     config_hash: str
     attrs: dict
+    code_hash: str
 
 
 @dataclass(frozen=True)
@@ -847,6 +848,14 @@ def _simulate_block(task: _Task) -> _Done:
     from .run import run
 
     t0 = time.perf_counter()
+    here = store.code_sha256()
+    if here != task.code_hash:  # e.g. an MPI rank on a node with another installation
+        raise _BlockFailure(
+            "usage", task.block,
+            f"the worker on {os.uname().nodename} (pid {os.getpid()}) runs "
+            f"{store.code_identity(None, here)}, but the sweep was started by "
+            f"{store.code_identity(None, task.code_hash)}; run every worker from the same "
+            "installation of pulsehpg")
     pat_parts: list[dict] = []
     vis_parts: list[dict] = []
     units: dict = {}
@@ -877,7 +886,8 @@ def _simulate_block(task: _Task) -> _Done:
     store.write_block(task.path, config_text=task.config_text, config_hash=task.config_hash,
                       seed=task.seed, kind="block", points=points, patients=patients,
                       visits=visits, units=units, long_names=long_names, codes=codes,
-                      attrs=dict(task.attrs, block=task.block), in_memory=True)
+                      attrs=dict(task.attrs, block=task.block), in_memory=True,
+                      code_hash=task.code_hash)
     return _Done(task.block, int(patients["point"].shape[0]), time.perf_counter() - t0)
 
 
@@ -885,6 +895,8 @@ def _run_block(task: _Task) -> _Done:
     """The unit of work sent to an executor: simulate one block and write its file."""
     try:
         return _simulate_block(task)
+    except _BlockFailure:
+        raise
     except ScenarioError as e:
         raise _BlockFailure("scenario", task.block, str(e),
                             {"path": e.path, "line": e.line, "raw": _raw_message(e)}) from None
@@ -973,6 +985,8 @@ def _stop_workers(ex) -> None:
 
 
 def _failure_to_exception(f: _BlockFailure) -> Exception:
+    if f.kind == "usage":
+        return SweepUsageError(f"block {f.block}: {f.message}")
     if f.kind == "scenario":
         return ScenarioError(f.info.get("path", ""), f"block {f.block}: {f.info.get('raw')}",
                              f.info.get("line"))
@@ -1123,7 +1137,8 @@ def _manifest(cfg: SweepConfig, out: Path) -> dict:
             "seed": str(cfg.seed), "n_points": cfg.n_points, "n_blocks": cfg.n_blocks,
             "block_size": cfg.block_size, "patients_per_point": cfg.patients_per_point,
             "blocks": [block_name(0, cfg.n_blocks), block_name(cfg.n_blocks - 1, cfg.n_blocks)],
-            "merged_file": out.name, "pulsehpg_version": __version__, "config": cfg.text}
+            "merged_file": out.name, "pulsehpg_version": __version__,
+            "code_sha256": store.code_sha256(), "config": cfg.text}
 
 
 def _as_config(config, patients, seed) -> SweepConfig:
@@ -1189,6 +1204,13 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                 "its scenario or an override such as --patients changed since the first run, so "
                 "its blocks cannot be resumed or merged with new ones. Restore the config, or "
                 "choose another --out (or delete the folder to start over)")
+        if old.get("code_sha256") != manifest["code_sha256"]:
+            then = store.code_identity(old.get("pulsehpg_version"), old.get("code_sha256") or "")
+            raise SweepUsageError(
+                f"{bdir} holds a sweep started by {then}, this is {store.code_identity()}: "
+                "pulsehpg or its compiled core changed since the first run, and blocks of "
+                "different code are not mixed. Finish it with the installation that started it, "
+                "or choose another --out (or delete the folder to start over)")
     ours = [k for k in range(cfg.n_blocks) if shard is None or k % shard[1] == shard[0]]
     ours_set = set(ours)
     names = {block_name(k, cfg.n_blocks): k for k in range(cfg.n_blocks)}
@@ -1223,7 +1245,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
         return _Task(k, str(bdir / block_name(k, cfg.n_blocks)),
                      np.arange(pts.start, pts.stop, dtype=np.int64), design[pts.start:pts.stop],
                      cfg.axes, cfg.scenario_doc, cfg.replicates, cfg.patients, cfg.seed,
-                     cfg.text, cfg.sha256, attrs)
+                     cfg.text, cfg.sha256, attrs, manifest["code_sha256"])
 
     total = sum(len(cfg.block_points(k)) for k in todo) * cfg.patients_per_point
     bar = Progress(total, len(todo), stream=stream, enabled=progress and bool(todo))

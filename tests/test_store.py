@@ -171,6 +171,8 @@ def test_files_open_in_h5dump(tmp_path):
     (lambda a: a["traces"].__setitem__("lh", np.zeros((6, 5))), "observables must have shape"),
     (lambda a: a["attrs"].__setitem__("seed", 3), "reserved"),
     (lambda a: a.__setitem__("config_hash", "abc"), "SHA-256"),
+    (lambda a: a.__setitem__("code_hash", "ABC"), "code_hash: expected a SHA-256"),
+    (lambda a: a["attrs"].__setitem__("code_sha256", "0" * 64), "reserved"),
     (lambda a: a.__setitem__("seed", -1), "seed"),
     (lambda a: a.__setitem__("kind", "other"), "kind"),
     (lambda a: a["patients"].__setitem__("bad name", np.zeros(6)), "identifiers"),
@@ -417,6 +419,37 @@ def test_merge_refuses_different_configs(tmp_path):
         assert store.config_sha256(CONFIG) in str(info.value)
         assert isinstance(info.value, ValueError) and isinstance(info.value, OSError)
     assert sorted(os.listdir(tmp_path)) == ["blocks"]
+
+
+def test_blocks_record_the_code_and_merge_refuses_different_code(tmp_path):
+    d = tmp_path / "blocks"
+    d.mkdir()
+    here = store.code_sha256()
+    assert re.fullmatch(r"[0-9a-f]{64}", here) and store.code_sha256() == here
+    a = store.write_block(d / "a.h5", **block_args(0))
+    b = store.write_block(d / "b.h5", **block_args(1))
+    other = store.write_block(d / "other.h5", code_hash="e" * 64, **block_args(2))
+    assert store.read(a)["attrs"]["code_sha256"] == here
+    assert f"code sha256 {here}" in store.inspect(a)
+    m = store.merge([a, b], tmp_path / "m.h5", consolidate=False)
+    assert store.read(m.path)["attrs"]["code_sha256"] == here
+    for consolidate in (True, False):
+        with pytest.raises(store.IncompatibleBlocksError, match="different code") as info:
+            store.merge([a, b, other], tmp_path / "m2.h5", consolidate=consolidate)
+        msg = str(info.value)
+        assert str(other) in msg and "eeeeeeeeeeee" in msg and here[:12] in msg
+    # a block written before the code was recorded does not merge with one that has it
+    with h5py.File(b, "r+") as f:
+        del f.attrs["code_sha256"]
+    with pytest.raises(store.IncompatibleBlocksError, match="not recorded"):
+        store.merge([a, b], tmp_path / "m3.h5", consolidate=True)
+    assert not (tmp_path / "m2.h5").exists() and not (tmp_path / "m3.h5").exists()
+
+
+def test_code_files_are_the_core_and_the_result_modules():
+    names = [p.name for p in store.code_files()]
+    assert names[0].startswith("_core.") and "cohort.py" in names and "cli.py" not in names
+    assert all(p.is_file() for p in store.code_files())
 
 
 def test_merge_refuses_other_mismatches(tmp_path):

@@ -471,6 +471,84 @@ def test_resume_refuses_a_changed_config(tmp_path):
         pulsehpg.sweep(p, out=out, resume=True)
 
 
+def test_every_module_is_classified_for_the_code_identity():
+    modules = {p.stem for p in (ROOT / "pulsehpg").glob("*.py")}
+    result, shown = set(store.RESULT_MODULES), set(store.PRESENTATION_MODULES)
+    assert not result & shown
+    assert modules == result | shown, (
+        "add new modules to store.RESULT_MODULES (they change results) or "
+        "store.PRESENTATION_MODULES (they do not)")
+
+
+def test_manifest_and_blocks_record_the_code(tmp_path):
+    p = write_config(tmp_path)
+    out = tmp_path / "code.h5"
+    pulsehpg.sweep(p, out=out, workers=1)
+    here = store.code_sha256()
+    m = store.read_json(blocks_dir(out) / "manifest.json")
+    assert m["code_sha256"] == here and m["pulsehpg_version"] == pulsehpg.__version__
+    for f in sorted(blocks_dir(out).glob("block-*.h5")):
+        assert store.read(f)["attrs"]["code_sha256"] == here
+    assert store.read(out)["attrs"]["code_sha256"] == here
+
+
+def test_resume_refuses_other_code(tmp_path, monkeypatch):
+    p = write_config(tmp_path)
+    out = tmp_path / "c.h5"
+    pulsehpg.sweep(p, out=out, workers=1, shard="0/3")
+    here = store.code_sha256()
+    monkeypatch.setattr(store, "code_sha256", lambda: "e" * 64)
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 2, r.output
+    err = r.output.strip().splitlines()[-1]
+    assert f"(code {here[:12]}...)" in err and "(code eeeeeeeeeeee...)" in err, err
+    assert "installation that started it" in err and "Traceback" not in r.output
+    with pytest.raises(SweepUsageError, match="different code are not mixed"):
+        pulsehpg.sweep(p, out=out, resume=True, workers=1, shard="1/3")
+    assert len(list(blocks_dir(out).glob("block-*.h5"))) == 1
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_worker_with_other_code_is_refused(tmp_path):
+    import concurrent.futures as cf
+    import dataclasses
+
+    class OtherCodeWorker(cf.Executor):  # a worker whose installation differs
+        def submit(self, fn, task):
+            fut = cf.Future()
+            try:
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(store, "code_sha256", lambda: "d" * 64)
+                    fut.set_result(fn(dataclasses.replace(task)))
+            except Exception as e:
+                fut.set_exception(e)
+            return fut
+
+    p = write_config(tmp_path)
+    out = tmp_path / "w.h5"
+    with pytest.raises(SweepUsageError, match=r"runs pulsehpg .*\(code dddddddddddd\.\.\.\), "
+                                              r"but the sweep was started by"):
+        pulsehpg.sweep(p, out=out, executor=OtherCodeWorker())
+    assert not list(blocks_dir(out).glob("block-*"))
+
+
+def test_merge_refuses_blocks_of_other_code(tmp_path):
+    import h5py
+
+    p = write_config(tmp_path)
+    out = tmp_path / "m.h5"
+    pulsehpg.sweep(p, out=out, workers=1)
+    with h5py.File(blocks_dir(out) / "block-00001.h5", "r+") as f:
+        f.attrs["code_sha256"] = "e" * 64
+    for extra in ((), ("--consolidate",)):
+        r = cli_run("merge", out, *extra)
+        assert r.exit_code == 2, r.output
+        assert "block-00001.h5" in r.output and "written by different code" in r.output
+        assert "(code eeeeeeeeeeee...)" in r.output and "Traceback" not in r.output
+
+
 def test_unwritable_output_exits_2(tmp_path):
     p = write_config(tmp_path)
     (tmp_path / "afile").write_text("x")
