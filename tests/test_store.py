@@ -532,11 +532,51 @@ def test_merge_unexpected_block_and_nothing_to_merge(tmp_path):
 def test_merge_failure_leaves_no_file(tmp_path, monkeypatch):
     blocks = write_blocks(tmp_path / "blocks", n=2, traces=False)
 
-    def failing(self, *a, **kw):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    create = h5py.h5d.create
 
-    monkeypatch.setattr(h5py.Group, "create_virtual_dataset", failing)
+    def failing(*a, dcpl=None, **kw):  # creating a virtual dataset fails
+        if dcpl is not None and dcpl.get_layout() == h5py.h5d.VIRTUAL:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(*a, dcpl=dcpl, **kw)
+
+    monkeypatch.setattr(h5py.h5d, "create", failing)
     with pytest.raises(store.StoreError, match="no space left") as info:
         store.merge(blocks, tmp_path / "m.h5", consolidate=False)
     assert info.value.errno == errno.ENOSPC
     assert sorted(os.listdir(tmp_path)) == ["blocks"]
+
+
+_MERGE_PEAK = """
+import sys
+from pathlib import Path
+from pulsehpg import store
+store._VDS_MAPPINGS_PER_OPEN = int(sys.argv[2])
+blocks = sorted(Path(sys.argv[1]).glob("block-*.h5"))
+def hwm():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+before = hwm()
+store.merge(blocks, Path(sys.argv[1]).parent / f"m{sys.argv[2]}.h5", consolidate=False)
+print(hwm() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_virtual_merge_memory_is_bounded_by_the_mappings_per_opening(tmp_path):
+    # 400 blocks x 10 variables = 4000 block mappings, which HDF5 holds (~15 KB each)
+    # until the file is closed: all at once, or 400 at a time
+    blocks = write_blocks(tmp_path / "blocks", n=400, traces=False, n_points=1, per_point=1,
+                          n_visits=1)
+    growth = {}
+    for per_open in (100_000, 400):
+        r = subprocess.run([sys.executable, "-c", _MERGE_PEAK, str(tmp_path / "blocks"),
+                            str(per_open)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        growth[per_open] = int(r.stdout.split()[-1]) / 1024  # MB
+    assert growth[400] < 0.4 * growth[100_000], growth
+    a = store.read(tmp_path / "m400.h5")
+    b = store.read(tmp_path / "m100000.h5")
+    for g in ("points", "patients", "visits"):
+        for k in a[g]:
+            assert np.array_equal(a[g][k], b[g][k]) if a[g][k].dtype.kind != "f" else \
+                np.array_equal(a[g][k], b[g][k], equal_nan=True)
+    assert len(blocks) == 400
