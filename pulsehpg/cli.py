@@ -814,7 +814,7 @@ def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patien
                         resume=resume, consolidate=consolidate, progress=not quiet)
     except SweepInterrupted as e:
         click.echo(f"{PROG} sweep: {_one_line(e)}", err=True)
-        sys.exit(130)
+        sys.exit(e.exit_status)
     except SweepUsageError as e:
         raise click.UsageError(_one_line(e)) from None
     except ValueError as e:  # ScenarioError of a point

@@ -115,7 +115,40 @@ class SweepUsageError(SweepError, ValueError):
 
 
 class SweepInterrupted(SweepError):
-    """The sweep was interrupted (Ctrl-C); finished blocks are kept for ``resume=True``."""
+    """The sweep was interrupted (Ctrl-C, or SIGTERM as from ``scancel`` or a Slurm time
+    limit); finished blocks are kept for ``resume=True``. ``exit_status`` is 130 for
+    Ctrl-C, 143 for SIGTERM."""
+
+    exit_status = 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the sweep's SIGTERM handler."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _catch_sigterm():
+    """Turn SIGTERM into _Terminated while blocks run (main thread only); returns what to
+    restore, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _BlockFailure(Exception):
@@ -1218,6 +1251,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     if resume:
         removed = store.remove_temps(bdir, lambda final: names.get(final) in ours_set
                                      or (final == MANIFEST and shard is None))
+        if shard is None:  # a merge killed half-way leaves OUT.tmp-<pid> beside OUT
+            removed += store.remove_temps(out.parent, lambda final: final == out.name)
     finished = [k for k in ours if store.is_complete(bdir / block_name(k, cfg.n_blocks))]
     if finished and not resume:
         raise SweepUsageError(
@@ -1263,6 +1298,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
         pending: dict[cf.Future, int] = {}
         it = iter(todo)
         clean = False
+        previous = _catch_sigterm()
         try:
             while True:
                 while len(pending) < inflight:
@@ -1289,13 +1325,19 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                     bar.add(res.n_patients)
                 bar.show()
             clean = True
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if owned:
                 _stop_workers(ex)
-            raise SweepInterrupted(
-                f"interrupted; finished blocks are kept in {bdir}/: rerun with --resume to "
-                "finish") from None
+            term = isinstance(e, _Terminated)
+            err = SweepInterrupted(
+                f"{'terminated (SIGTERM)' if term else 'interrupted'} after {patients_run} of "
+                f"{total} patients; finished blocks are kept in {bdir}/: rerun with --resume to "
+                "finish")
+            if term:
+                err.exit_status = 143
+            raise err from None
         finally:
+            _restore_sigterm(previous)
             bar.close()
             if owned:
                 ex.shutdown(wait=clean, cancel_futures=True)

@@ -419,6 +419,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     missing = next(k for k in range(16) if not (bdir / f"block-{k:05d}.h5").exists())
     stale = bdir / f"block-{missing:05d}.h5.tmp-999999"
     stale.write_bytes(b"half a block")
+    stale_merge = out.with_name(out.name + ".tmp-999998")  # a merge killed half-way
+    stale_merge.write_bytes(b"half a merged file")
     before = {f.name: f.stat().st_mtime_ns for f in done}
 
     r = subprocess_cli("sweep", p, "-o", out)  # without --resume: refused
@@ -426,13 +428,19 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume")
     assert r.returncode == 0, r.stderr
     assert f"{len(done)} block(s) were already done" in r.stdout
-    assert not list(bdir.glob("*.tmp-*"))
+    assert not list(bdir.glob("*.tmp-*")) and not stale_merge.exists()
     for name, mtime in before.items():  # finished work was not redone
         assert (bdir / name).stat().st_mtime_ns == mtime
     assert_same_results(out, ref)
 
 
-def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
+def _default_sigint():  # a shell's background job starts with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_exits_and_keeps_finished_blocks(tmp_path, sig, status, word):
     p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
                      axes=[{"name": "phase.serm.drug.clomiphene.dose",
                             "range": [10.0, 50.0], "num": 8},
@@ -441,14 +449,16 @@ def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        env=dict(os.environ, PYTHONWARNINGS="ignore"), preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not list(blocks_dir(out).glob("block-*.h5")) and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    # Ctrl-C reaches the whole process group; so does scancel's or a time limit's SIGTERM
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == status, err
+    assert word in err and "--resume" in err and "Traceback" not in err
+    assert "of 320 patients" in err
     assert list(blocks_dir(out).glob("block-*.h5")) and not out.exists()
     r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume", "-q")
     assert r.returncode == 0, r.stderr
