@@ -88,7 +88,7 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
     "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
-    "read_json", "remove_temps", "code_sha256", "code_identity", "code_files",
+    "read_json", "remove_temps", "read_attrs", "code_sha256", "code_identity", "code_files",
 ]
 
 FORMAT = "pulsehpg-results"
@@ -141,9 +141,11 @@ class StoreError(OSError):
 class MissingBlocksError(StoreError):
     """merge(): expected block files are missing; ``missing`` lists their paths."""
 
-    def __init__(self, message: str, *, missing: Sequence[str] = (), **kw):
+    def __init__(self, message: str, *, missing: Sequence[str] = (), n_expected: int = 0,
+                 **kw):
         super().__init__(message, **kw)
         self.missing = list(missing)
+        self.n_expected = n_expected
 
 
 class IncompatibleBlocksError(StoreError, ValueError):
@@ -832,6 +834,12 @@ def read(path, *, traces: bool = True) -> dict:
     return out
 
 
+def read_attrs(path) -> dict:
+    """The root attributes of a results file as Python values (StoreError if unreadable)."""
+    with _open_results(path) as f:
+        return _attrs_of(f)
+
+
 def is_complete(path) -> bool:
     """True if ``path`` is a readable pulsehpg results file (resume: skip such blocks)."""
     try:
@@ -1160,10 +1168,11 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
                                            if len(missing) > 20 else "")
         raise MissingBlocksError(f"merge: {len(missing)} of {len(plan)} expected blocks are "
                                  f"missing: {shown} (pass allow_missing=True to merge the rest)",
-                                 missing=missing, path=out, errno=_errno.ENOENT)
+                                 missing=missing, n_expected=len(plan), path=out,
+                                 errno=_errno.ENOENT)
     if not any(present):
         raise MissingBlocksError(f"merge: none of the {len(plan)} blocks exist", missing=missing,
-                                 path=out, errno=_errno.ENOENT)
+                                 n_expected=len(plan), path=out, errno=_errno.ENOENT)
     _check_target(out, True, "merge into")
 
     # Blocks are scanned one at a time and only their sizes are kept (memory stays flat

@@ -1274,6 +1274,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
              "n_points": cfg.n_points, "n_blocks": cfg.n_blocks, "replicates": cfg.replicates,
              "patients_per_replicate": cfg.patients,
              "axes": [a.name for a in cfg.axes]}
+    if shard is not None:  # lets merge name the shards of missing blocks
+        attrs["shard"] = f"{shard[0]}/{shard[1]}"
 
     def task(k: int) -> _Task:
         pts = cfg.block_points(k)
@@ -1377,5 +1379,18 @@ def merge(out, *, consolidate: bool = False, allow_missing: bool = False) -> sto
         n = min(n_points, (k + 1) * bs) - k * bs
         expected.append(store.ExpectedBlock(bdir / block_name(k, n_blocks), n, n * per))
     present = [e.path for e in expected if store.is_complete(e.path)]
-    return store.merge(present, out, consolidate=consolidate, expected=expected,
-                       allow_missing=allow_missing)
+    try:
+        return store.merge(present, out, consolidate=consolidate, expected=expected,
+                           allow_missing=allow_missing)
+    except store.MissingBlocksError as e:
+        e.out = out  # the merged file (also when given the blocks folder)
+        e.blocks = [k for k, b in enumerate(expected) if os.fspath(b.path) in set(e.missing)]
+        e.shards = None  # (N, missing K) when the blocks that exist were written by shards of N
+        counts = set()
+        for path in present[:50]:
+            m = re.fullmatch(r"(\d+)/(\d+)", str(store.read_attrs(path).get("shard", "")))
+            counts.add(int(m.group(2)) if m else None)
+        if len(counts) == 1 and None not in counts:
+            n = counts.pop()
+            e.shards = (n, sorted({k % n for k in e.blocks}))
+        raise

@@ -358,7 +358,9 @@ def test_shards_then_merge_equal_one_run(tmp_path, reference):
     assert r0.blocks == [0, 2] and r0.merged is None and not out.exists()
     r = cli_run("merge", out)  # block 1 is missing
     assert r.exit_code == 1, r.output
-    assert "1 of 3 expected blocks are missing" in r.output and "block-00001.h5" in r.output
+    assert "1 of 3 blocks are missing" in r.output and "block-00001.h5" in r.output
+    assert f"`pulsehpg sweep CONFIG --out {out} --resume --shard K/2` for K = 1" in r.output
+    assert "sbatch --array=1 " in r.output and "Traceback" not in r.output
     r = cli_run("merge", out, "--allow-missing")
     assert r.exit_code == 0, r.output
     part = store.read(out)
