@@ -1346,8 +1346,20 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     seconds = time.perf_counter() - t0
     merged = None
     if shard is None:
-        merged = store.merge([e.path for e in _expected(cfg, bdir)], out,
-                             consolidate=consolidate, expected=_expected(cfg, bdir))
+        previous = _catch_sigterm()
+        try:
+            merged = store.merge([e.path for e in _expected(cfg, bdir)], out,
+                                 consolidate=consolidate, expected=_expected(cfg, bdir))
+        except KeyboardInterrupt as e:
+            err = SweepInterrupted(
+                f"{'terminated (SIGTERM)' if isinstance(e, _Terminated) else 'interrupted'} "
+                f"while merging; every block is done in {bdir}/: run `pulsehpg merge {out}"
+                + (" --consolidate" if consolidate else "") + "`")
+            if isinstance(e, _Terminated):
+                err.exit_status = 143
+            raise err from None
+        finally:
+            _restore_sigterm(previous)
     return SweepResult(out, bdir, cfg, shard, ours, len(todo),
                        len(finished), patients_run, seconds, removed, merged)
 

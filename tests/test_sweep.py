@@ -467,6 +467,23 @@ def test_ctrl_c_or_sigterm_exits_and_keeps_finished_blocks(tmp_path, sig, status
     assert store.read(out)["patients"]["point"].shape == (16 * 20,)
 
 
+def test_ctrl_c_while_merging_says_to_merge(tmp_path, monkeypatch):
+    p = write_config(tmp_path)
+    out = tmp_path / "mi.h5"
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "merge", interrupted)
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--consolidate")
+    assert r.exit_code == 130, r.output
+    assert f"interrupted while merging; every block is done in {blocks_dir(out)}/: run " \
+           f"`pulsehpg merge {out} --consolidate`" in r.output
+    monkeypatch.undo()
+    r = cli_run("merge", out, "--consolidate")
+    assert r.exit_code == 0 and "merged 3 of 3 blocks" in r.output, r.output
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     p = write_config(tmp_path)
     out = tmp_path / "c.h5"
