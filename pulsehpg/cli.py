@@ -23,6 +23,7 @@ import difflib
 import io
 import math
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 import click
@@ -842,7 +843,7 @@ def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patien
                         resume=resume, consolidate=consolidate, progress=not quiet)
     except SweepInterrupted as e:
         click.echo(f"{PROG} sweep: {_one_line(e)}", err=True)
-        sys.exit(130)
+        sys.exit(e.exit_status)
     except SweepUsageError as e:
         raise click.UsageError(_one_line(e)) from None
     except ValueError as e:  # ScenarioError of a point
@@ -878,17 +879,31 @@ def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patien
 def merge_cmd(out, consolidate, allow_missing):
     """Merge the block files of a (sharded) sweep in OUT.blocks/ into OUT."""
     from . import store
-    from .sweep import SweepUsageError, merge
+    from .sweep import SweepUsageError, blocks_dir, merge
 
     try:
         res = merge(out, consolidate=consolidate, allow_missing=allow_missing)
     except SweepUsageError as e:
         raise click.UsageError(_one_line(e)) from None
     except store.MissingBlocksError as e:
+        target = getattr(e, "out", out)
+        blocks = getattr(e, "blocks", [])
+        shown = ", ".join(map(str, blocks[:20])) + (f" ... and {len(blocks) - 20} more"
+                                                    if len(blocks) > 20 else "")
+        shards = getattr(e, "shards", None)
+        run = f"{PROG} sweep CONFIG --out {target} --resume"
+        if shards:
+            n, ks = shards
+            how = (f"`{run} --shard K/{n}` for K = {', '.join(map(str, ks))} (Slurm: sbatch "
+                   f"--array={','.join(map(str, ks))} ... CONFIG {target} {n})")
+        else:
+            how = f"`{run}`" + (f" (blocks {shown}; with --shard K/N, block k belongs to "
+                                "K = k % N)" if blocks else "")
         raise CommandError(
-            f"{_one_line(e)}; finish them with `{PROG} sweep CONFIG --out {out} --resume` "
-            "(with the --shard K/N that owns them), or merge the rest with "
-            "--allow-missing") from None
+            f"{len(e.missing)} of {e.n_expected} blocks are missing or incomplete in "
+            f"{blocks_dir(target)}/ ({', '.join(Path(m).name for m in e.missing[:5])}"
+            f"{' ...' if len(e.missing) > 5 else ''}); finish them with {how}; or merge the "
+            "rest with --allow-missing") from None
     except (store.StoreError, ValueError) as e:
         raise click.UsageError(_one_line(e)) from None
     missing = f", {len(res.missing)} block(s) missing: {', '.join(res.missing)}" \

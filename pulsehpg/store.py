@@ -15,6 +15,10 @@ Root attributes:
 
 - ``format`` = ``"pulsehpg-results"``, ``format_version`` = 1 (int)
 - ``pulsehpg_version``: the version that wrote the file
+- ``code_sha256``: SHA-256 identifying the code that computed the results (the version,
+  the compiled core and the modules that determine results: :func:`code_sha256`); blocks
+  merge only when it is equal (a merged file has its blocks' value). Files written before
+  it existed have none.
 - ``config_sha256``: SHA-256 (64 lowercase hex digits) identifying the resolved
   config (by default of the /config text); blocks merge only when it is equal
 - ``seed``: the root seed (int; stored as a decimal string if >= 2**63)
@@ -84,7 +88,7 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
     "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
-    "read_json", "remove_temps",
+    "read_json", "remove_temps", "read_attrs", "code_sha256", "code_identity", "code_files",
 ]
 
 FORMAT = "pulsehpg-results"
@@ -96,14 +100,15 @@ _STR = h5py.string_dtype("utf-8")
 _COMPRESS_ABOVE = 8 * 1024  # bytes; smaller datasets are stored contiguous, uncompressed
 _CHUNK_BYTES = 1 << 20
 _COPY_BYTES = 64 << 20  # slab size when copying blocks into a consolidated file
-_VDS_MAPPINGS_PER_OPEN = 16_000  # virtual merge: block mappings created per file opening
+_VDS_MAPPINGS_PER_OPEN = 2_000  # virtual merge: block mappings created per file opening
 _GZIP_LEVEL = 4
 _DEFAULT_UNITS = {"point": "1", "replicate": "1", "patient": "1", "phase": "1", "time_h": "h"}
 _PATIENT_KEYS = ("point", "replicate", "patient")
 _MERGE_ATTRS = ("blocks", "missing_blocks", "block_point_start", "block_n_points",
                 "block_patient_start", "block_n_patients", "consolidated",
                 "block_pulsehpg_versions")
-_RESERVED = frozenset(("format", "format_version", "pulsehpg_version", "config_sha256", "seed",
+_RESERVED = frozenset(("format", "format_version", "pulsehpg_version", "code_sha256",
+                       "config_sha256", "seed",
                        "created_utc", "kind") + _MERGE_ATTRS)
 _PARAM_DTYPE = np.dtype([("name", _STR), ("symbol", _STR), ("unit", _STR), ("default", "f8"),
                          ("lower", "f8"), ("upper", "f8"), ("cv", "f8"), ("meaning", _STR),
@@ -136,9 +141,11 @@ class StoreError(OSError):
 class MissingBlocksError(StoreError):
     """merge(): expected block files are missing; ``missing`` lists their paths."""
 
-    def __init__(self, message: str, *, missing: Sequence[str] = (), **kw):
+    def __init__(self, message: str, *, missing: Sequence[str] = (), n_expected: int = 0,
+                 **kw):
         super().__init__(message, **kw)
         self.missing = list(missing)
+        self.n_expected = n_expected
 
 
 class IncompatibleBlocksError(StoreError, ValueError):
@@ -180,6 +187,55 @@ def _version() -> str:
     from . import __version__  # imported late: pulsehpg/__init__ may import this module
 
     return __version__
+
+
+# What determines a simulated patient, besides the config and the seed: the compiled core
+# (hashed as built, so a rebuild with other sources, flags or compiler counts as other code)
+# and the Python modules that build the cohort, the regimen, the outcomes and the sweep
+# points. Modules that only present results (cli, results, sbml, ...) are left out, so a fix
+# there does not block a --resume. tests/test_sweep.py checks that every module of the
+# package is in exactly one of the two lists.
+RESULT_MODULES = ("cohort", "labs", "model", "nonmem", "outcomes", "params", "phenotypes",
+                  "regimen", "rules", "run", "scenario", "schedule", "sweep", "units")
+PRESENTATION_MODULES = ("__init__", "__main__", "analysis", "cli", "codegen", "reference",
+                        "results", "sbml", "store", "validation")
+_CODE: dict = {}
+
+
+def code_files() -> list[Path]:
+    """The files whose bytes make up :func:`code_sha256`: the compiled core and the Python
+    modules that determine results."""
+    from . import _core
+
+    here = Path(__file__).resolve().parent
+    return [Path(_core.__file__).resolve()] + [here / f"{m}.py" for m in RESULT_MODULES]
+
+
+def code_sha256() -> str:
+    """SHA-256 identifying the code that computes results: the pulsehpg version, then the
+    name, size and bytes of every file of :func:`code_files` (about 2 MB, a few ms; computed
+    once per process). Equal configs, seeds and code_sha256 give equal results; blocks of a
+    sweep written with different code are not resumed or merged together."""
+    if "sha" not in _CODE:
+        h = hashlib.sha256(f"pulsehpg {_version()}\0".encode())
+        for path in code_files():
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise StoreError(f"cannot read {path} to identify the code: {_reason(exc)}",
+                                 path=path, errno=_errno_of(exc)) from exc
+            h.update(f"{path.name}\0{len(data)}\0".encode())
+            h.update(data)
+        _CODE["sha"] = h.hexdigest()
+    return _CODE["sha"]
+
+
+def code_identity(version: str | None = None, sha: str | None = None) -> str:
+    """``pulsehpg <version> (code <first 12 hex digits>...)``, for messages; None stands for
+    this installation's, "" for not recorded."""
+    version = _version() if version is None else version
+    sha = code_sha256() if sha is None else sha
+    return f"pulsehpg {version or '?'} (code {str(sha)[:12] + '...' if sha else 'not recorded'})"
 
 
 def config_sha256(config_text: str) -> str:
@@ -365,6 +421,7 @@ class _Content:
     seed: int
     kind: str
     attrs: dict
+    code_hash: str
     vars: dict[str, list[_Var]] = field(default_factory=dict)
     has_traces: bool = False
 
@@ -378,7 +435,7 @@ def _require_int(group: str, cols: dict, name: str):
 
 
 def _validate(*, config_text, config_hash, seed, points, patients, visits, traces, units,
-              long_names, codes, attrs, kind) -> _Content:
+              long_names, codes, attrs, kind, code_hash=None) -> _Content:
     if not isinstance(config_text, str):
         raise ValueError(f"config_text: expected a str, got {type(config_text).__name__}")
     if config_hash is None:
@@ -386,6 +443,11 @@ def _validate(*, config_text, config_hash, seed, points, patients, visits, trace
     if not isinstance(config_hash, str) or not _HEX64.match(config_hash):
         raise ValueError(f"config_hash: expected a SHA-256 hex digest (64 lowercase hex digits), "
                          f"got {config_hash!r}")
+    if code_hash is None:
+        code_hash = code_sha256()
+    if not isinstance(code_hash, str) or not _HEX64.match(code_hash):
+        raise ValueError(f"code_hash: expected a SHA-256 hex digest (64 lowercase hex digits), "
+                         f"got {code_hash!r}")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     if kind not in KINDS:
@@ -456,7 +518,7 @@ def _validate(*, config_text, config_hash, seed, points, patients, visits, trace
         if any(s != (n_pat, nt) for s in shapes.values()):
             raise ValueError(f"traces: observables must have shape ({n_pat}, {nt}) "
                              f"(patients x len(time_h)), got {shapes}")
-    return _Content(config_text, config_hash, int(seed), kind, extra,
+    return _Content(config_text, config_hash, int(seed), kind, extra, code_hash,
                     {"points": pv, "patients": pa, "visits": vi, "traces": tr}, bool(tr))
 
 
@@ -616,11 +678,14 @@ def _put(group: h5py.Group, v: _Var) -> None:
     ds.id.flush()  # a failed write raises here, not later while the object is freed
 
 
-def _root_attrs(f: h5py.File, *, config_hash: str, seed: int, kind: str, extra: dict) -> None:
+def _root_attrs(f: h5py.File, *, config_hash: str, seed: int, kind: str, extra: dict,
+                code: str | None) -> None:
     a = f.attrs
     a["format"] = FORMAT
     a["format_version"] = np.int64(FORMAT_VERSION)
     a["pulsehpg_version"] = _version()
+    if code is not None:
+        a["code_sha256"] = code
     a["config_sha256"] = config_hash
     a["seed"] = np.int64(seed) if seed < 2**63 else str(seed)
     a["created_utc"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -635,7 +700,8 @@ def _parameter_table() -> np.ndarray:
 
 
 def _write_content(f: h5py.File, c: _Content) -> None:
-    _root_attrs(f, config_hash=c.config_hash, seed=c.seed, kind=c.kind, extra=c.attrs)
+    _root_attrs(f, config_hash=c.config_hash, seed=c.seed, kind=c.kind, extra=c.attrs,
+                code=c.code_hash)
     f.create_dataset("config", data=c.config_text, dtype=_STR)
     f.create_dataset("parameters", data=_parameter_table())
     for group in GROUPS:
@@ -652,7 +718,8 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
                 long_names: Mapping[str, str] | None = None,
                 codes: Mapping[str, Mapping[int, str]] | None = None,
                 attrs: Mapping | None = None, config_hash: str | None = None,
-                kind: str = "block", overwrite: bool = True, in_memory: bool = False) -> Path:
+                kind: str = "block", overwrite: bool = True, in_memory: bool = False,
+                code_hash: str | None = None) -> Path:
     """Write one complete results file atomically and return its path.
 
     points: name -> 1-D array over sweep points; must include 'point' (unique ints).
@@ -669,6 +736,8 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
         1-D lists of them).
     config_hash: SHA-256 hex digest identifying the config; default
         sha256(config_text). Blocks merge only when it is the same.
+    code_hash: SHA-256 hex digest identifying the code that computed the results
+        (``code_sha256`` attribute); default :func:`code_sha256` of this installation.
     kind: 'run', 'sweep' or 'block'. overwrite=False refuses an existing file.
     in_memory: build the file in memory and write it in one go (no temporary file exists
         while it is built); a full disk then fails cleanly instead of leaving HDF5 in a
@@ -681,7 +750,8 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
     """
     content = _validate(config_text=config_text, config_hash=config_hash, seed=seed,
                         points=points, patients=patients, visits=visits, traces=traces,
-                        units=units, long_names=long_names, codes=codes, attrs=attrs, kind=kind)
+                        units=units, long_names=long_names, codes=codes, attrs=attrs, kind=kind,
+                        code_hash=code_hash)
     final = Path(path)
     _check_target(final, overwrite)
     _atomic_write(final, lambda f: _write_content(f, content), "write", in_memory)
@@ -762,6 +832,12 @@ def read(path, *, traces: bool = True) -> dict:
                 if cd:
                     out["codes"][key] = cd
     return out
+
+
+def read_attrs(path) -> dict:
+    """The root attributes of a results file as Python values (StoreError if unreadable)."""
+    with _open_results(path) as f:
+        return _attrs_of(f)
 
 
 def is_complete(path) -> bool:
@@ -885,7 +961,8 @@ def inspect(path) -> str:
             (f"{path}: pulsehpg results, kind {a.get('kind')!r}, format version "
              f"{a.get('format_version')}, written by pulsehpg {a.get('pulsehpg_version')} "
              f"at {a.get('created_utc')}"),
-            f"config sha256 {a.get('config_sha256')}, seed {a.get('seed')}",
+            f"config sha256 {a.get('config_sha256')}, seed {a.get('seed')}, code sha256 "
+            f"{a.get('code_sha256', 'not recorded')}",
         ]
         n_points = f["points/point"].shape[0] if "points/point" in f else 0
         n_pat = f["patients/point"].shape[0] if "patients/point" in f else 0
@@ -1006,12 +1083,20 @@ def _describe_schema(info: _BlockInfo) -> dict:
             for g, vars_ in info.schema.items()}
 
 
+def _identity_of(attrs: dict) -> str:
+    return code_identity(attrs.get("pulsehpg_version"), attrs.get("code_sha256") or "")
+
+
 def _check_compatible(first: _BlockInfo, other: _BlockInfo) -> None:
     def refuse(what: str):
         raise IncompatibleBlocksError(f"merge: cannot merge {other.path} with {first.path}: "
                                       f"{what}", path=other.path)
 
     a, b = first.attrs, other.attrs
+    if a.get("code_sha256") != b.get("code_sha256"):
+        refuse(f"written by different code ({_identity_of(b)} vs {_identity_of(a)}); results "
+               "of different code are not merged: rerun the sweep of one of them with the "
+               "other's installation (pulsehpg sweep CONFIG --out OUT --resume)")
     if a.get("config_sha256") != b.get("config_sha256"):
         refuse(f"different configs (config_sha256 {b.get('config_sha256')} vs "
                f"{a.get('config_sha256')}); only blocks of the same config can be merged")
@@ -1076,7 +1161,7 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
         Virtual: their rows read as fill values (NaN / -1 / "") - this needs their sizes
         (ExpectedBlock n_points, n_patients) - and the views point at their expected paths,
         so a block written later shows up in the merged file without merging again.
-    All blocks must have the same config_sha256, seed, parameter table, variables
+    All blocks must have the same code_sha256, config_sha256, seed, parameter table, variables
         (dtype, units, codes) and trace time axis, and distinct point indices; otherwise
         IncompatibleBlocksError (a StoreError and a ValueError) says what differs.
     """
@@ -1106,10 +1191,11 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
                                            if len(missing) > 20 else "")
         raise MissingBlocksError(f"merge: {len(missing)} of {len(plan)} expected blocks are "
                                  f"missing: {shown} (pass allow_missing=True to merge the rest)",
-                                 missing=missing, path=out, errno=_errno.ENOENT)
+                                 missing=missing, n_expected=len(plan), path=out,
+                                 errno=_errno.ENOENT)
     if not any(present):
         raise MissingBlocksError(f"merge: none of the {len(plan)} blocks exist", missing=missing,
-                                 path=out, errno=_errno.ENOENT)
+                                 n_expected=len(plan), path=out, errno=_errno.ENOENT)
     _check_target(out, True, "merge into")
 
     # Blocks are scanned one at a time and only their sizes are kept (memory stays flat
@@ -1184,7 +1270,8 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
 
     def header(f: h5py.File) -> None:
         _root_attrs(f, config_hash=first.attrs["config_sha256"], seed=first.attrs["seed"],
-                    kind=kind, extra={k: _attr_value(k, v) for k, v in common.items()})
+                    kind=kind, extra={k: _attr_value(k, v) for k, v in common.items()},
+                    code=first.attrs.get("code_sha256"))
         f.attrs["blocks"] = np.array(rel, dtype=_STR)
         f.attrs["missing_blocks"] = np.array(missing_rel, dtype=_STR)
         f.attrs["block_point_start"] = pt_start
@@ -1232,10 +1319,13 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
 
         _atomic_write(out, fill, "merge into")
     else:
-        # HDF5 holds every block mapping of the virtual datasets it has created (a few KB
-        # each) until the file is closed: 1000 blocks x 67 variables grew the merge by
-        # 125 MB. So the file is closed and opened again after about _VDS_MAPPINGS_PER_OPEN
-        # mappings (each reopening costs a few KB of file space), and memory stays flat.
+        # HDF5 holds every block mapping of the virtual datasets it has created (about
+        # 15 KB each, measured with HDF5 2.0) until the file is closed: 1000 blocks x 68
+        # variables grew the merge by 190 MB with 16,000 mappings per opening. So the file
+        # is closed and opened again after about _VDS_MAPPINGS_PER_OPEN mappings (2,000:
+        # about 30 MB; each reopening costs a few KB of file space), and memory stays flat
+        # in the number of variables. One variable's mappings are created at once, so a
+        # sweep of more than 2,000 blocks needs about 15 KB per block on top.
         batches: list[list] = [[]]
         count = 0
         for g, n in variables:
@@ -1279,21 +1369,29 @@ def _copy_rows(src, dst, row0: int) -> None:
 
 def _merge_virtual(g, group, name, vi: _VarInfo, shape_of, rel, n_pts, n_pat, n_vis,
                    pt_start, pa_start):
+    """A virtual dataset with one mapping per block, built with HDF5's own property list
+    (h5py's VirtualLayout would keep a Python selection object per block as well)."""
     shape = shape_of(group, name, vi)
-    layout = h5py.VirtualLayout(shape=shape, dtype=vi.dtype)
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.VIRTUAL)
+    if h5py.check_string_dtype(vi.dtype) is None:
+        dcpl.set_fill_value(np.array([_fill_value(vi.dtype)], dtype=vi.dtype))
     per_block = n_pts if group == "points" else n_pat
     starts = pt_start if group == "points" else pa_start
+    vspace = h5py.h5s.create_simple(shape)
+    source_name = f"{group}/{name}".encode()
     for path, rows, width, row0 in zip(rel, per_block, n_vis, starts):
         if rows == 0:
             continue
         src_shape = shape_of(group, name, vi, rows)
         if group == "visits":  # a block may have fewer visits than the widest
             src_shape = (rows, width)
-        source = h5py.VirtualSource(path, f"{group}/{name}", shape=src_shape, dtype=vi.dtype)
-        if len(shape) == 1:
-            layout[row0:row0 + rows] = source
-        else:
-            layout[row0:row0 + rows, :src_shape[1]] = source
-    is_str = h5py.check_string_dtype(vi.dtype) is not None
-    return g.create_virtual_dataset(name, layout,
-                                    fillvalue=None if is_str else _fill_value(vi.dtype))
+        vspace.select_hyperslab((int(row0),) + (0,) * (len(shape) - 1),
+                                tuple(int(x) for x in src_shape))
+        dcpl.set_virtual(vspace, os.fsencode(path), source_name,
+                         h5py.h5s.create_simple(tuple(int(x) for x in src_shape)))
+    vspace.select_all()
+    dsid = h5py.h5d.create(g.id, name.encode(), h5py.h5t.py_create(vi.dtype, logical=1), vspace,
+                           dcpl=dcpl)
+    del dcpl
+    return h5py.Dataset(dsid)

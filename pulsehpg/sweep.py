@@ -115,7 +115,40 @@ class SweepUsageError(SweepError, ValueError):
 
 
 class SweepInterrupted(SweepError):
-    """The sweep was interrupted (Ctrl-C); finished blocks are kept for ``resume=True``."""
+    """The sweep was interrupted (Ctrl-C, or SIGTERM as from ``scancel`` or a Slurm time
+    limit); finished blocks are kept for ``resume=True``. ``exit_status`` is 130 for
+    Ctrl-C, 143 for SIGTERM."""
+
+    exit_status = 130
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread by the sweep's SIGTERM handler."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def _catch_sigterm():
+    """Turn SIGTERM into _Terminated while blocks run (main thread only); returns what to
+    restore, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _BlockFailure(Exception):
@@ -827,6 +860,7 @@ class _Task:
     config_text: str
     config_hash: str
     attrs: dict
+    code_hash: str
 
 
 @dataclass(frozen=True)
@@ -852,6 +886,14 @@ def _simulate_block(task: _Task) -> _Done:
     from .run import run
 
     t0 = time.perf_counter()
+    here = store.code_sha256()
+    if here != task.code_hash:  # e.g. an MPI rank on a node with another installation
+        raise _BlockFailure(
+            "usage", task.block,
+            f"the worker on {os.uname().nodename} (pid {os.getpid()}) runs "
+            f"{store.code_identity(None, here)}, but the sweep was started by "
+            f"{store.code_identity(None, task.code_hash)}; run every worker from the same "
+            "installation of pulsehpg")
     pat_parts: list[dict] = []
     vis_parts: list[dict] = []
     tr_parts: list[dict] = []
@@ -890,7 +932,8 @@ def _simulate_block(task: _Task) -> _Done:
     store.write_block(task.path, config_text=task.config_text, config_hash=task.config_hash,
                       seed=task.seed, kind="block", points=points, patients=patients,
                       visits=visits, traces=traces, units=units, long_names=long_names,
-                      codes=codes, attrs=dict(task.attrs, block=task.block), in_memory=True)
+                      codes=codes, attrs=dict(task.attrs, block=task.block), in_memory=True,
+                      code_hash=task.code_hash)
     return _Done(task.block, int(patients["point"].shape[0]), time.perf_counter() - t0)
 
 
@@ -898,6 +941,8 @@ def _run_block(task: _Task) -> _Done:
     """The unit of work sent to an executor: simulate one block and write its file."""
     try:
         return _simulate_block(task)
+    except _BlockFailure:
+        raise
     except ScenarioError as e:
         raise _BlockFailure("scenario", task.block, str(e),
                             {"path": e.path, "line": e.line, "raw": _raw_message(e)}) from None
@@ -986,6 +1031,8 @@ def _stop_workers(ex) -> None:
 
 
 def _failure_to_exception(f: _BlockFailure) -> Exception:
+    if f.kind == "usage":
+        return SweepUsageError(f"block {f.block}: {f.message}")
     if f.kind == "scenario":
         return ScenarioError(f.info.get("path", ""), f"block {f.block}: {f.info.get('raw')}",
                              f.info.get("line"))
@@ -1136,7 +1183,8 @@ def _manifest(cfg: SweepConfig, out: Path) -> dict:
             "seed": str(cfg.seed), "n_points": cfg.n_points, "n_blocks": cfg.n_blocks,
             "block_size": cfg.block_size, "patients_per_point": cfg.patients_per_point,
             "blocks": [block_name(0, cfg.n_blocks), block_name(cfg.n_blocks - 1, cfg.n_blocks)],
-            "merged_file": out.name, "pulsehpg_version": __version__, "config": cfg.text}
+            "merged_file": out.name, "pulsehpg_version": __version__,
+            "code_sha256": store.code_sha256(), "config": cfg.text}
 
 
 def _as_config(config, patients, seed) -> SweepConfig:
@@ -1202,6 +1250,13 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                 "its scenario or an override such as --patients changed since the first run, so "
                 "its blocks cannot be resumed or merged with new ones. Restore the config, or "
                 "choose another --out (or delete the folder to start over)")
+        if old.get("code_sha256") != manifest["code_sha256"]:
+            then = store.code_identity(old.get("pulsehpg_version"), old.get("code_sha256") or "")
+            raise SweepUsageError(
+                f"{bdir} holds a sweep started by {then}, this is {store.code_identity()}: "
+                "pulsehpg or its compiled core changed since the first run, and blocks of "
+                "different code are not mixed. Finish it with the installation that started it, "
+                "or choose another --out (or delete the folder to start over)")
     ours = [k for k in range(cfg.n_blocks) if shard is None or k % shard[1] == shard[0]]
     ours_set = set(ours)
     names = {block_name(k, cfg.n_blocks): k for k in range(cfg.n_blocks)}
@@ -1209,6 +1264,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     if resume:
         removed = store.remove_temps(bdir, lambda final: names.get(final) in ours_set
                                      or (final == MANIFEST and shard is None))
+        if shard is None:  # a merge killed half-way leaves OUT.tmp-<pid> beside OUT
+            removed += store.remove_temps(out.parent, lambda final: final == out.name)
     finished = [k for k in ours if store.is_complete(bdir / block_name(k, cfg.n_blocks))]
     if finished and not resume:
         raise SweepUsageError(
@@ -1230,13 +1287,15 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
              "n_points": cfg.n_points, "n_blocks": cfg.n_blocks, "replicates": cfg.replicates,
              "patients_per_replicate": cfg.patients,
              "axes": [a.name for a in cfg.axes]}
+    if shard is not None:  # lets merge name the shards of missing blocks
+        attrs["shard"] = f"{shard[0]}/{shard[1]}"
 
     def task(k: int) -> _Task:
         pts = cfg.block_points(k)
         return _Task(k, str(bdir / block_name(k, cfg.n_blocks)),
                      np.arange(pts.start, pts.stop, dtype=np.int64), design[pts.start:pts.stop],
                      cfg.axes, cfg.scenario_doc, cfg.replicates, cfg.patients, cfg.seed,
-                     cfg.text, cfg.sha256, attrs)
+                     cfg.text, cfg.sha256, attrs, manifest["code_sha256"])
 
     total = sum(len(cfg.block_points(k)) for k in todo) * cfg.patients_per_point
     bar = Progress(total, len(todo), stream=stream, enabled=progress and bool(todo))
@@ -1254,6 +1313,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
         pending: dict[cf.Future, int] = {}
         it = iter(todo)
         clean = False
+        previous = _catch_sigterm()
         try:
             while True:
                 while len(pending) < inflight:
@@ -1280,21 +1340,39 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                     bar.add(res.n_patients)
                 bar.show()
             clean = True
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             if owned:
                 _stop_workers(ex)
-            raise SweepInterrupted(
-                f"interrupted; finished blocks are kept in {bdir}/: rerun with --resume to "
-                "finish") from None
+            term = isinstance(e, _Terminated)
+            err = SweepInterrupted(
+                f"{'terminated (SIGTERM)' if term else 'interrupted'} after {patients_run} of "
+                f"{total} patients; finished blocks are kept in {bdir}/: rerun with --resume to "
+                "finish")
+            if term:
+                err.exit_status = 143
+            raise err from None
         finally:
+            _restore_sigterm(previous)
             bar.close()
             if owned:
                 ex.shutdown(wait=clean, cancel_futures=True)
     seconds = time.perf_counter() - t0
     merged = None
     if shard is None:
-        merged = store.merge([e.path for e in _expected(cfg, bdir)], out,
-                             consolidate=consolidate, expected=_expected(cfg, bdir))
+        previous = _catch_sigterm()
+        try:
+            merged = store.merge([e.path for e in _expected(cfg, bdir)], out,
+                                 consolidate=consolidate, expected=_expected(cfg, bdir))
+        except KeyboardInterrupt as e:
+            err = SweepInterrupted(
+                f"{'terminated (SIGTERM)' if isinstance(e, _Terminated) else 'interrupted'} "
+                f"while merging; every block is done in {bdir}/: run `pulsehpg merge {out}"
+                + (" --consolidate" if consolidate else "") + "`")
+            if isinstance(e, _Terminated):
+                err.exit_status = 143
+            raise err from None
+        finally:
+            _restore_sigterm(previous)
     return SweepResult(out, bdir, cfg, shard, ours, len(todo),
                        len(finished), patients_run, seconds, removed, merged)
 
@@ -1326,5 +1404,18 @@ def merge(out, *, consolidate: bool = False, allow_missing: bool = False) -> sto
         n = min(n_points, (k + 1) * bs) - k * bs
         expected.append(store.ExpectedBlock(bdir / block_name(k, n_blocks), n, n * per))
     present = [e.path for e in expected if store.is_complete(e.path)]
-    return store.merge(present, out, consolidate=consolidate, expected=expected,
-                       allow_missing=allow_missing)
+    try:
+        return store.merge(present, out, consolidate=consolidate, expected=expected,
+                           allow_missing=allow_missing)
+    except store.MissingBlocksError as e:
+        e.out = out  # the merged file (also when given the blocks folder)
+        e.blocks = [k for k, b in enumerate(expected) if os.fspath(b.path) in set(e.missing)]
+        e.shards = None  # (N, missing K) when the blocks that exist were written by shards of N
+        counts = set()
+        for path in present[:50]:
+            m = re.fullmatch(r"(\d+)/(\d+)", str(store.read_attrs(path).get("shard", "")))
+            counts.add(int(m.group(2)) if m else None)
+        if len(counts) == 1 and None not in counts:
+            n = counts.pop()
+            e.shards = (n, sorted({k % n for k in e.blocks}))
+        raise

@@ -171,6 +171,8 @@ def test_files_open_in_h5dump(tmp_path):
     (lambda a: a["traces"].__setitem__("lh", np.zeros((6, 5))), "observables must have shape"),
     (lambda a: a["attrs"].__setitem__("seed", 3), "reserved"),
     (lambda a: a.__setitem__("config_hash", "abc"), "SHA-256"),
+    (lambda a: a.__setitem__("code_hash", "ABC"), "code_hash: expected a SHA-256"),
+    (lambda a: a["attrs"].__setitem__("code_sha256", "0" * 64), "reserved"),
     (lambda a: a.__setitem__("seed", -1), "seed"),
     (lambda a: a.__setitem__("kind", "other"), "kind"),
     (lambda a: a["patients"].__setitem__("bad name", np.zeros(6)), "identifiers"),
@@ -419,6 +421,37 @@ def test_merge_refuses_different_configs(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["blocks"]
 
 
+def test_blocks_record_the_code_and_merge_refuses_different_code(tmp_path):
+    d = tmp_path / "blocks"
+    d.mkdir()
+    here = store.code_sha256()
+    assert re.fullmatch(r"[0-9a-f]{64}", here) and store.code_sha256() == here
+    a = store.write_block(d / "a.h5", **block_args(0))
+    b = store.write_block(d / "b.h5", **block_args(1))
+    other = store.write_block(d / "other.h5", code_hash="e" * 64, **block_args(2))
+    assert store.read(a)["attrs"]["code_sha256"] == here
+    assert f"code sha256 {here}" in store.inspect(a)
+    m = store.merge([a, b], tmp_path / "m.h5", consolidate=False)
+    assert store.read(m.path)["attrs"]["code_sha256"] == here
+    for consolidate in (True, False):
+        with pytest.raises(store.IncompatibleBlocksError, match="different code") as info:
+            store.merge([a, b, other], tmp_path / "m2.h5", consolidate=consolidate)
+        msg = str(info.value)
+        assert str(other) in msg and "eeeeeeeeeeee" in msg and here[:12] in msg
+    # a block written before the code was recorded does not merge with one that has it
+    with h5py.File(b, "r+") as f:
+        del f.attrs["code_sha256"]
+    with pytest.raises(store.IncompatibleBlocksError, match="not recorded"):
+        store.merge([a, b], tmp_path / "m3.h5", consolidate=True)
+    assert not (tmp_path / "m2.h5").exists() and not (tmp_path / "m3.h5").exists()
+
+
+def test_code_files_are_the_core_and_the_result_modules():
+    names = [p.name for p in store.code_files()]
+    assert names[0].startswith("_core.") and "cohort.py" in names and "cli.py" not in names
+    assert all(p.is_file() for p in store.code_files())
+
+
 def test_merge_refuses_other_mismatches(tmp_path):
     d = tmp_path / "blocks"
     d.mkdir()
@@ -499,11 +532,51 @@ def test_merge_unexpected_block_and_nothing_to_merge(tmp_path):
 def test_merge_failure_leaves_no_file(tmp_path, monkeypatch):
     blocks = write_blocks(tmp_path / "blocks", n=2, traces=False)
 
-    def failing(self, *a, **kw):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    create = h5py.h5d.create
 
-    monkeypatch.setattr(h5py.Group, "create_virtual_dataset", failing)
+    def failing(*a, dcpl=None, **kw):  # creating a virtual dataset fails
+        if dcpl is not None and dcpl.get_layout() == h5py.h5d.VIRTUAL:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return create(*a, dcpl=dcpl, **kw)
+
+    monkeypatch.setattr(h5py.h5d, "create", failing)
     with pytest.raises(store.StoreError, match="no space left") as info:
         store.merge(blocks, tmp_path / "m.h5", consolidate=False)
     assert info.value.errno == errno.ENOSPC
     assert sorted(os.listdir(tmp_path)) == ["blocks"]
+
+
+_MERGE_PEAK = """
+import sys
+from pathlib import Path
+from pulsehpg import store
+store._VDS_MAPPINGS_PER_OPEN = int(sys.argv[2])
+blocks = sorted(Path(sys.argv[1]).glob("block-*.h5"))
+def hwm():
+    return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+before = hwm()
+store.merge(blocks, Path(sys.argv[1]).parent / f"m{sys.argv[2]}.h5", consolidate=False)
+print(hwm() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_virtual_merge_memory_is_bounded_by_the_mappings_per_opening(tmp_path):
+    # 400 blocks x 10 variables = 4000 block mappings, which HDF5 holds (~15 KB each)
+    # until the file is closed: all at once, or 400 at a time
+    blocks = write_blocks(tmp_path / "blocks", n=400, traces=False, n_points=1, per_point=1,
+                          n_visits=1)
+    growth = {}
+    for per_open in (100_000, 400):
+        r = subprocess.run([sys.executable, "-c", _MERGE_PEAK, str(tmp_path / "blocks"),
+                            str(per_open)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        growth[per_open] = int(r.stdout.split()[-1]) / 1024  # MB
+    assert growth[400] < 0.4 * growth[100_000], growth
+    a = store.read(tmp_path / "m400.h5")
+    b = store.read(tmp_path / "m100000.h5")
+    for g in ("points", "patients", "visits"):
+        for k in a[g]:
+            assert np.array_equal(a[g][k], b[g][k]) if a[g][k].dtype.kind != "f" else \
+                np.array_equal(a[g][k], b[g][k], equal_nan=True)
+    assert len(blocks) == 400

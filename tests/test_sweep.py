@@ -358,7 +358,9 @@ def test_shards_then_merge_equal_one_run(tmp_path, reference):
     assert r0.blocks == [0, 2] and r0.merged is None and not out.exists()
     r = cli_run("merge", out)  # block 1 is missing
     assert r.exit_code == 1, r.output
-    assert "1 of 3 expected blocks are missing" in r.output and "block-00001.h5" in r.output
+    assert "1 of 3 blocks are missing" in r.output and "block-00001.h5" in r.output
+    assert f"`pulsehpg sweep CONFIG --out {out} --resume --shard K/2` for K = 1" in r.output
+    assert "sbatch --array=1 " in r.output and "Traceback" not in r.output
     r = cli_run("merge", out, "--allow-missing")
     assert r.exit_code == 0, r.output
     part = store.read(out)
@@ -419,6 +421,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     missing = next(k for k in range(16) if not (bdir / f"block-{k:05d}.h5").exists())
     stale = bdir / f"block-{missing:05d}.h5.tmp-999999"
     stale.write_bytes(b"half a block")
+    stale_merge = out.with_name(out.name + ".tmp-999998")  # a merge killed half-way
+    stale_merge.write_bytes(b"half a merged file")
     before = {f.name: f.stat().st_mtime_ns for f in done}
 
     r = subprocess_cli("sweep", p, "-o", out)  # without --resume: refused
@@ -426,13 +430,19 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
     r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume")
     assert r.returncode == 0, r.stderr
     assert f"{len(done)} block(s) were already done" in r.stdout
-    assert not list(bdir.glob("*.tmp-*"))
+    assert not list(bdir.glob("*.tmp-*")) and not stale_merge.exists()
     for name, mtime in before.items():  # finished work was not redone
         assert (bdir / name).stat().st_mtime_ns == mtime
     assert_same_results(out, ref)
 
 
-def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
+def _default_sigint():  # a shell's background job starts with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig,status,word", [(signal.SIGINT, 130, "interrupted"),
+                                             (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_exits_and_keeps_finished_blocks(tmp_path, sig, status, word):
     p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
                      axes=[{"name": "phase.serm.drug.clomiphene.dose",
                             "range": [10.0, 50.0], "num": 8},
@@ -441,18 +451,37 @@ def test_ctrl_c_exits_130_and_keeps_finished_blocks(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+        env=dict(os.environ, PYTHONWARNINGS="ignore"), preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not list(blocks_dir(out).glob("block-*.h5")) and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    # Ctrl-C reaches the whole process group; so does scancel's or a time limit's SIGTERM
+    os.killpg(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == status, err
+    assert word in err and "--resume" in err and "Traceback" not in err
+    assert "of 320 patients" in err
     assert list(blocks_dir(out).glob("block-*.h5")) and not out.exists()
     r = subprocess_cli("sweep", p, "-o", out, "-w", "2", "--resume", "-q")
     assert r.returncode == 0, r.stderr
     assert store.read(out)["patients"]["point"].shape == (16 * 20,)
+
+
+def test_ctrl_c_while_merging_says_to_merge(tmp_path, monkeypatch):
+    p = write_config(tmp_path)
+    out = tmp_path / "mi.h5"
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "merge", interrupted)
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--consolidate")
+    assert r.exit_code == 130, r.output
+    assert f"interrupted while merging; every block is done in {blocks_dir(out)}/: run " \
+           f"`pulsehpg merge {out} --consolidate`" in r.output
+    monkeypatch.undo()
+    r = cli_run("merge", out, "--consolidate")
+    assert r.exit_code == 0 and "merged 3 of 3 blocks" in r.output, r.output
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
@@ -469,6 +498,84 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert r.exit_code == 2 and "different config" in r.output
     with pytest.raises(SweepUsageError):
         pulsehpg.sweep(p, out=out, resume=True)
+
+
+def test_every_module_is_classified_for_the_code_identity():
+    modules = {p.stem for p in (ROOT / "pulsehpg").glob("*.py")}
+    result, shown = set(store.RESULT_MODULES), set(store.PRESENTATION_MODULES)
+    assert not result & shown
+    assert modules == result | shown, (
+        "add new modules to store.RESULT_MODULES (they change results) or "
+        "store.PRESENTATION_MODULES (they do not)")
+
+
+def test_manifest_and_blocks_record_the_code(tmp_path):
+    p = write_config(tmp_path)
+    out = tmp_path / "code.h5"
+    pulsehpg.sweep(p, out=out, workers=1)
+    here = store.code_sha256()
+    m = store.read_json(blocks_dir(out) / "manifest.json")
+    assert m["code_sha256"] == here and m["pulsehpg_version"] == pulsehpg.__version__
+    for f in sorted(blocks_dir(out).glob("block-*.h5")):
+        assert store.read(f)["attrs"]["code_sha256"] == here
+    assert store.read(out)["attrs"]["code_sha256"] == here
+
+
+def test_resume_refuses_other_code(tmp_path, monkeypatch):
+    p = write_config(tmp_path)
+    out = tmp_path / "c.h5"
+    pulsehpg.sweep(p, out=out, workers=1, shard="0/3")
+    here = store.code_sha256()
+    monkeypatch.setattr(store, "code_sha256", lambda: "e" * 64)
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 2, r.output
+    err = r.output.strip().splitlines()[-1]
+    assert f"(code {here[:12]}...)" in err and "(code eeeeeeeeeeee...)" in err, err
+    assert "installation that started it" in err and "Traceback" not in r.output
+    with pytest.raises(SweepUsageError, match="different code are not mixed"):
+        pulsehpg.sweep(p, out=out, resume=True, workers=1, shard="1/3")
+    assert len(list(blocks_dir(out).glob("block-*.h5"))) == 1
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_worker_with_other_code_is_refused(tmp_path):
+    import concurrent.futures as cf
+    import dataclasses
+
+    class OtherCodeWorker(cf.Executor):  # a worker whose installation differs
+        def submit(self, fn, task):
+            fut = cf.Future()
+            try:
+                with pytest.MonkeyPatch.context() as mp:
+                    mp.setattr(store, "code_sha256", lambda: "d" * 64)
+                    fut.set_result(fn(dataclasses.replace(task)))
+            except Exception as e:
+                fut.set_exception(e)
+            return fut
+
+    p = write_config(tmp_path)
+    out = tmp_path / "w.h5"
+    with pytest.raises(SweepUsageError, match=r"runs pulsehpg .*\(code dddddddddddd\.\.\.\), "
+                                              r"but the sweep was started by"):
+        pulsehpg.sweep(p, out=out, executor=OtherCodeWorker())
+    assert not list(blocks_dir(out).glob("block-*"))
+
+
+def test_merge_refuses_blocks_of_other_code(tmp_path):
+    import h5py
+
+    p = write_config(tmp_path)
+    out = tmp_path / "m.h5"
+    pulsehpg.sweep(p, out=out, workers=1)
+    with h5py.File(blocks_dir(out) / "block-00001.h5", "r+") as f:
+        f.attrs["code_sha256"] = "e" * 64
+    for extra in ((), ("--consolidate",)):
+        r = cli_run("merge", out, *extra)
+        assert r.exit_code == 2, r.output
+        assert "block-00001.h5" in r.output and "written by different code" in r.output
+        assert "(code eeeeeeeeeeee...)" in r.output and "Traceback" not in r.output
 
 
 def test_unwritable_output_exits_2(tmp_path):
