@@ -88,7 +88,7 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
     "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
-    "read_json", "remove_temps", "read_attrs", "code_sha256", "code_identity", "code_files",
+    "read_json", "remove_temps", "remove_file", "read_attrs", "code_sha256", "code_identity", "code_files",
 ]
 
 FORMAT = "pulsehpg-results"
@@ -887,6 +887,18 @@ def write_json(path, data) -> Path:
                          errno=_errno_of(exc)) from exc
     _fsync(final.parent, directory=True)
     return final
+
+
+def remove_file(path) -> bool:
+    """Delete a small file beside the results if it exists (True if it did)."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot remove {path}: {_reason(exc)}", path=path,
+                         errno=_errno_of(exc)) from exc
 
 
 def read_json(path):

@@ -1017,6 +1017,25 @@ def _stop_workers(ex) -> None:
             pass
 
 
+def _record_failure(f: _BlockFailure, bdir: Path, cfg: SweepConfig, design) -> None:
+    """Write ``block-<k>.h5.error.json`` (the error, the block's points and the worker's
+    traceback) beside the blocks; the error message then names it."""
+    pts = cfg.block_points(f.block)
+    points = [{"point": p, **{a.name: f"{design[p, j]:g} {a.unit}"
+                              for j, a in enumerate(cfg.axes)}} for p in pts]
+    path = bdir / (block_name(f.block, cfg.n_blocks) + ".error.json")
+    try:
+        store.write_json(path, {"block": f.block, "error": f.message, "points": points,
+                                "code_sha256": store.code_sha256(),
+                                "traceback": f.info.get("traceback", "")})
+    except store.StoreError:
+        return
+    where = "; ".join(f"point {q['point']}: " + ", ".join(f"{k} = {v}" for k, v in q.items()
+                                                          if k != "point")
+                      for q in points[:2]) + ("; ..." if len(points) > 2 else "")
+    f.message += f" ({where}; traceback in {path})"
+
+
 def _failure_to_exception(f: _BlockFailure) -> Exception:
     if f.kind == "usage":
         return SweepUsageError(f"block {f.block}: {f.message}")
@@ -1316,6 +1335,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                     try:
                         res = f.result()
                     except _BlockFailure as e:
+                        if e.kind == "error":  # keep the worker's traceback for the user
+                            _record_failure(e, bdir, cfg, design)
                         raise _failure_to_exception(e) from None
                     except cf.BrokenExecutor as e:
                         raise SweepError(
@@ -1325,6 +1346,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                         ) from None
                     patients_run += res.n_patients
                     bar.add(res.n_patients)
+                    store.remove_file(bdir / (block_name(res.block, cfg.n_blocks)
+                                              + ".error.json"))
                 bar.show()
             clean = True
         except KeyboardInterrupt as e:

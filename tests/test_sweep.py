@@ -484,6 +484,36 @@ def test_ctrl_c_while_merging_says_to_merge(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "merged 3 of 3 blocks" in r.output, r.output
 
 
+def test_a_failing_block_names_its_points_and_keeps_the_traceback(tmp_path, monkeypatch):
+    sweep_mod = sys.modules["pulsehpg.sweep"]
+
+    p = write_config(tmp_path)
+    out = tmp_path / "f.h5"
+    simulate = sweep_mod._simulate_block
+
+    def failing(task):
+        if task.block == 1:
+            return 1 / 0
+        return simulate(task)
+
+    monkeypatch.setattr(sweep_mod, "_simulate_block", failing)
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q")
+    assert r.exit_code == 1, r.output
+    err = r.output.strip().splitlines()[-1]
+    record = blocks_dir(out) / "block-00001.h5.error.json"
+    assert "block 1 failed: ZeroDivisionError: division by zero (point 2: " in err, err
+    assert "point 3: phase.serm.drug.clomiphene.dose = 25 mg, phase.trt.duration = 4 week;" \
+        in err, err
+    assert f"traceback in {record}" in err and "Traceback" not in r.output
+    info = store.read_json(record)
+    assert info["block"] == 1 and [q["point"] for q in info["points"]] == [2, 3]
+    assert "ZeroDivisionError" in info["traceback"] and "1 / 0" in info["traceback"]
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume")
+    assert r.exit_code == 0, r.output
+    assert not record.exists()
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     p = write_config(tmp_path)
     out = tmp_path / "c.h5"
