@@ -1073,7 +1073,7 @@ class Progress:
             self.tty = False
         self.gap = 0.5 if self.tty else log_every
         self.total, self.total_blocks = total_patients, total_blocks
-        self.patients = self.blocks = 0
+        self.patients = self.blocks = self.failed = 0
         self.clock = clock
         self.start = clock()
         self.last = -math.inf
@@ -1085,13 +1085,15 @@ class Progress:
         pct = 100.0 * self.patients / self.total if self.total else 100.0
         rate = self.patients / el if el > 0 and self.patients else 0.0
         eta = _clock((self.total - self.patients) / rate) if rate > 0 else "?"
+        failed = f" ({self.failed} failed)" if self.failed else ""
         return (f"{self.label}: {self.patients}/{self.total} patients ({pct:.0f} %), blocks "
-                f"{self.blocks}/{self.total_blocks}, {rate:.3g} patients/s, elapsed "
+                f"{self.blocks}/{self.total_blocks}{failed}, {rate:.3g} patients/s, elapsed "
                 f"{_clock(el)}, ETA {eta}")
 
-    def add(self, patients: int) -> None:
+    def add(self, patients: int, failed: bool = False) -> None:
         self.patients += patients
         self.blocks += 1
+        self.failed += failed
         self.show(force=self.tty or self.blocks == self.total_blocks)
 
     def show(self, force: bool = False) -> None:
@@ -1218,7 +1220,8 @@ def _expected(cfg: SweepConfig, bdir: Path) -> list[store.ExpectedBlock]:
 
 def sweep(config, out=None, *, workers: int | None = None, executor="process", shard=None,
           resume: bool = False, consolidate: bool = False, patients: int | None = None,
-          seed: int | None = None, progress: bool = False, stream=None) -> SweepResult:
+          seed: int | None = None, progress: bool = False, stream=None,
+          keep_going: bool = False) -> SweepResult:
     """Run a sweep and (unless sharded) merge its blocks into ``out``.
 
     config: a sweep config file, its TOML as a dict, or a :class:`SweepConfig`.
@@ -1234,6 +1237,9 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     consolidate: the merged file copies the blocks' rows instead of virtual views onto them.
     patients, seed: override the config's.
     progress: a progress line on ``stream`` (default stderr).
+    keep_going: a block that fails (an error in its simulation) does not stop the others;
+        when all have run, SweepError names the failed blocks (nothing is merged; the
+        finished blocks are kept for resume=True or merge(allow_missing=True)).
     """
     cfg = _as_config(config, patients, seed)
     shard = parse_shard(shard)
@@ -1317,6 +1323,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                 + (f", shard {shard[0]}/{shard[1]}" if shard else "")
                 + (f", {nw} worker(s)" if nw else "") + "\n")
         pending: dict[cf.Future, int] = {}
+        failed: list[_BlockFailure] = []
         it = iter(todo)
         clean = False
         previous = _catch_sigterm()
@@ -1337,7 +1344,11 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                     except _BlockFailure as e:
                         if e.kind == "error":  # keep the worker's traceback for the user
                             _record_failure(e, bdir, cfg, design)
-                        raise _failure_to_exception(e) from None
+                        if not (keep_going and e.kind in ("error", "scenario")):
+                            raise _failure_to_exception(e) from None
+                        failed.append(e)
+                        bar.add(0, failed=True)
+                        continue
                     except cf.BrokenExecutor as e:
                         raise SweepError(
                             f"a worker process died ({e}); finished blocks are kept: rerun with "
@@ -1367,6 +1378,14 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
             if owned:
                 ex.shutdown(wait=clean, cancel_futures=True)
     seconds = time.perf_counter() - t0
+    if todo and failed:
+        first = _failure_to_exception(failed[0])
+        raise SweepError(
+            f"{len(failed)} of {len(todo)} block(s) failed (blocks "
+            f"{', '.join(str(f.block) for f in failed[:20])}{' ...' if len(failed) > 20 else ''}"
+            f"), the other {len(todo) - len(failed)} ran ({patients_run} patients) and are kept "
+            f"in {bdir}/; first: {first}. Fix the cause and rerun with --resume, or merge "
+            f"what there is with `pulsehpg merge {out} --allow-missing`")
     merged = None
     if shard is None:
         previous = _catch_sigterm()

@@ -514,6 +514,35 @@ def test_a_failing_block_names_its_points_and_keeps_the_traceback(tmp_path, monk
     assert not record.exists()
 
 
+def test_keep_going_runs_the_other_blocks_and_names_the_failed_ones(tmp_path, monkeypatch):
+    sweep_mod = sys.modules["pulsehpg.sweep"]
+    p = write_config(tmp_path)
+    out = tmp_path / "k.h5"
+    simulate = sweep_mod._simulate_block
+
+    def failing(task):
+        if task.block == 0:
+            raise FloatingPointError("overflow in point 0")
+        return simulate(task)
+
+    monkeypatch.setattr(sweep_mod, "_simulate_block", failing)
+    buf = io.StringIO()
+    with pytest.raises(sweep_mod.SweepError) as info:
+        pulsehpg.sweep(p, out=out, workers=1, keep_going=True, progress=True, stream=buf)
+    msg = str(info.value)
+    assert msg.startswith("1 of 3 block(s) failed (blocks 0), the other 2 ran (16 patients)")
+    assert "overflow in point 0" in msg and f"pulsehpg merge {out} --allow-missing" in msg
+    assert "blocks 3/3 (1 failed)" in buf.getvalue()
+    bdir = blocks_dir(out)
+    assert (bdir / "block-00001.h5").exists() and (bdir / "block-00002.h5").exists()
+    assert (bdir / "block-00000.h5.error.json").exists() and not out.exists()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume", "--keep-going")
+    assert r.exit_code == 1 and "1 of 1 block(s) failed" in r.output, r.output
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume")
+    assert r.exit_code == 0 and "2 block(s) were already done" in r.output, r.output
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     p = write_config(tmp_path)
     out = tmp_path / "c.h5"
