@@ -1007,6 +1007,31 @@ def _make_executor(executor, workers: int | None):
                           f" got {executor!r}")
 
 
+def _how_workers_died(ex) -> str:
+    """How the worker processes of a broken ProcessPoolExecutor ended, if one was killed by
+    a signal other than the pool's own SIGTERM (e.g. the out-of-memory killer's SIGKILL)."""
+    import signal
+
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for _ in range(20):  # exit statuses appear once the processes are reaped
+        codes = [(p.pid, p.exitcode) for p in procs]
+        dead = [(pid, c) for pid, c in codes if c is not None and c < 0
+                and c != -signal.SIGTERM]
+        if dead or all(c is not None for _, c in codes):
+            break
+        time.sleep(0.05)
+    parts = []
+    for pid, c in dead:
+        try:
+            name = signal.Signals(-c).name
+        except ValueError:
+            name = f"signal {-c}"
+        hint = (" (on Linux usually the out-of-memory killer, see dmesg: use a smaller "
+                "block_size or fewer --workers)" if -c == signal.SIGKILL else "")
+        parts.append(f"worker {pid} was killed by {name}{hint}")
+    return "; ".join(parts)
+
+
 def _stop_workers(ex) -> None:
     """Terminate the worker processes of a ProcessPoolExecutor (their blocks are lost, and
     their temporary files are removed by --resume)."""
@@ -1351,10 +1376,10 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                         continue
                     except cf.BrokenExecutor as e:
                         raise SweepError(
-                            f"a worker process died ({e}); finished blocks are kept: rerun with "
-                            "--resume. (Calling pulsehpg.sweep from a script? Worker processes "
-                            "import it again: put the call under if __name__ == '__main__':)"
-                        ) from None
+                            f"a worker process died ({_how_workers_died(ex) or e}); finished "
+                            f"blocks are kept in {bdir}/: rerun with --resume. (Calling "
+                            "pulsehpg.sweep from a script? Worker processes import it again: "
+                            "put the call under if __name__ == '__main__':)") from None
                     patients_run += res.n_patients
                     bar.add(res.n_patients)
                     store.remove_file(bdir / (block_name(res.block, cfg.n_blocks)

@@ -543,6 +543,32 @@ def test_keep_going_runs_the_other_blocks_and_names_the_failed_ones(tmp_path, mo
     assert r.exit_code == 0 and "2 block(s) were already done" in r.output, r.output
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_a_worker_killed_by_sigkill_is_named(tmp_path):
+    p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
+                     axes=[{"name": "phase.serm.drug.clomiphene.dose",
+                            "range": [10.0, 50.0], "num": 8},
+                           {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
+    out = tmp_path / "oom.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 60
+    while not list(blocks_dir(out).glob("block-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    kids = []
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        kids += (task / "children").read_text().split()
+    workers = [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+    assert workers
+    os.kill(max(workers), signal.SIGKILL)  # what the out-of-memory killer does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "was killed by SIGKILL (on Linux usually the out-of-memory killer" in err, err
+    assert "--resume" in err and "Traceback" not in err
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     p = write_config(tmp_path)
     out = tmp_path / "c.h5"
