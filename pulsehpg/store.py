@@ -88,7 +88,8 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
     "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
-    "read_json", "remove_temps", "remove_file", "read_attrs", "code_sha256", "code_identity", "code_files",
+    "read_json", "remove_temps", "remove_file", "read_attrs", "code_sha256", "code_identity",
+    "code_files",
 ]
 
 FORMAT = "pulsehpg-results"

@@ -1135,8 +1135,8 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)
-        else:
-            self.stream.write(text + "\n")
+        else:  # a log file: say when, for reading it later
+            self.stream.write(f"{text} [{time.strftime('%Y-%m-%d %H:%M:%S')}]\n")
         self.stream.flush()
 
     def close(self) -> None:

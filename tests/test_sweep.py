@@ -3,6 +3,7 @@ kill -9 and resume, merge, unwritable output."""
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -726,6 +727,7 @@ def test_progress_does_not_spam_logs():
     lines = buf.getvalue().splitlines()
     assert 3 <= len(lines) <= 5  # about one per 30 s, and the last
     assert lines[-1].startswith("sweep: 1000/1000 patients (100 %), blocks 100/100, 10 patients/s")
+    assert re.search(r" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]$", lines[-1])  # when, in a log file
 
 
 def test_progress_on_a_terminal_redraws_one_line():
