@@ -622,6 +622,13 @@ def test_resume_refuses_other_code(tmp_path, monkeypatch):
         pulsehpg.sweep(p, out=out, resume=True, workers=1, shard="1/3")
     assert len(list(blocks_dir(out).glob("block-*.h5"))) == 1
     monkeypatch.undo()
+    # a sweep started before the code was recorded cannot be checked: refused as well
+    mpath = blocks_dir(out) / "manifest.json"
+    m = store.read_json(mpath)
+    store.write_json(mpath, {k: v for k, v in m.items() if k != "code_sha256"})
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 2 and "(code not recorded)" in r.output, r.output
+    store.write_json(mpath, m)
     r = cli_run("sweep", p, "-o", out, "--resume", "-q")
     assert r.exit_code == 0, r.output
 
