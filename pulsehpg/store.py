@@ -1032,11 +1032,17 @@ def _scan(path: Path) -> _BlockInfo:
             if group not in f:
                 continue
             schema[group] = {}
-            for name, ds in f[group].items():
-                ln = ds.attrs.get("long_name")
+            for name, ds in f[group].items():  # each dataset's attributes read once
+                at = dict(ds.attrs.items())
+                dt = ds.dtype
+                ln = at.get("long_name")
+                codes = None
+                if "flag_values" in at:
+                    codes = dict(zip([int(v) for v in np.atleast_1d(at["flag_values"])],
+                                     _py(at.get("flag_meanings", "")).split()))
                 schema[group][name] = _VarInfo(
-                    np.dtype(_STR) if _is_string_ds(ds) else ds.dtype, ds.shape,
-                    _py(ds.attrs.get("units", "")), None if ln is None else _py(ln), _codes_of(ds))
+                    np.dtype(_STR) if h5py.check_string_dtype(dt) is not None else dt, ds.shape,
+                    _py(at.get("units", "")), None if ln is None else _py(ln), codes)
         vis = schema.get("visits", {})
         return _BlockInfo(
             path, _attrs_of(f), schema, f["parameters"][()],
