@@ -13,7 +13,7 @@
 
 Every measurement runs in a fresh process (max RSS only grows within one).
 
-    python benchmarks/bench_sweep.py                     # 10^4, 10^5, 3x10^5 patients, merges
+    python benchmarks/bench_sweep.py                     # 10^4, 10^5, 2x10^5 patients, merges
     python benchmarks/bench_sweep.py --sizes 10000 100000 1000000
     python benchmarks/bench_sweep.py --quick             # 2,000 and 10,000 patients, 200 blocks
 """
@@ -59,8 +59,7 @@ def child_core(n: int) -> dict:
     import numpy as np
 
     from pulsehpg.run import build_cohort
-    from pulsehpg.sweep import parse_config
-    from pulsehpg.sweep import dumps_toml
+    from pulsehpg.sweep import dumps_toml, parse_config
 
     cfg = parse_config(dumps_toml(_config(n, per_point=n)), None, HERE)
     sc = cfg.scenario_at(cfg.design()[0])
@@ -71,7 +70,8 @@ def child_core(n: int) -> dict:
     t1 = time.perf_counter()
     c.advance_to(c.t + horizon)
     t2 = time.perf_counter()
-    return {"patients": n, "seconds": t2 - t0, "cpu_s": _cpu_s(resource.RUSAGE_SELF) - c0, "build_s": t1 - t0, "advance_s": t2 - t1,
+    return {"patients": n, "seconds": t2 - t0, "cpu_s": _cpu_s(resource.RUSAGE_SELF) - c0,
+            "build_s": t1 - t0, "advance_s": t2 - t1,
             "horizon_days": horizon / 24.0, "rss_mb": _rss_mb(resource.RUSAGE_SELF)}
 
 
@@ -84,7 +84,8 @@ def child_sweep(n: int, out: str, workers: int | None) -> dict:
     res = pulsehpg.sweep(doc, out=out, workers=workers)
     wall = time.perf_counter() - t0
     cpu = _cpu_s(resource.RUSAGE_SELF) - c0 + _cpu_s(resource.RUSAGE_CHILDREN)
-    return {"cpu_s": cpu, "parent_cpu_s": _cpu_s(resource.RUSAGE_SELF) - c0,"patients": res.patients_run, "blocks": res.blocks_run, "wall_s": wall,
+    return {"cpu_s": cpu, "parent_cpu_s": _cpu_s(resource.RUSAGE_SELF) - c0,
+            "patients": res.patients_run, "blocks": res.blocks_run, "wall_s": wall,
             "blocks_s": res.seconds, "parent_mb": _rss_mb(resource.RUSAGE_SELF),
             "worker_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
 
@@ -146,13 +147,14 @@ def main() -> None:
         print(json.dumps(r))
         return
 
-    import numpy
     import h5py
+    import numpy
 
     import pulsehpg
     from pulsehpg.sweep import default_workers
 
-    sizes = args.sizes if args.sizes is not None else ([2000, 10_000] if args.quick else [10_000, 100_000, 300_000])
+    sizes = args.sizes if args.sizes is not None else (
+        [2000, 10_000] if args.quick else [10_000, 100_000, 200_000])
     merges = args.merge_blocks or ([200] if args.quick else [100, 1000])
     cores = default_workers()
     workers = args.workers or cores
@@ -180,7 +182,8 @@ def main() -> None:
     print("\nvs core: patients/s over core alone x cores; vs par: over the cores' processes at "
           "once; CPU: core CPU time per patient over the sweep's (parent and workers), which "
           "other load on the machine does not change")
-    print(f"\n{'patients':>10}{'blocks':>8}{'wall s':>9}{'patients/s':>12}{'vs core':>9}{'vs par':>8}"
+    print(f"\n{'patients':>10}{'blocks':>8}{'wall s':>9}{'patients/s':>12}{'vs core':>9}"
+          f"{'vs par':>8}"
           f"{'CPU ms/pt':>11}{'CPU':>6}{'parent MB':>11}{'worker MB':>11}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
         for n in sizes:
@@ -188,7 +191,8 @@ def main() -> None:
             r = run_child("sweep", n, out, args.workers or 0)
             rate = r["patients"] / r["wall_s"]
             print(f"{r['patients']:>10}{r['blocks']:>8}{r['wall_s']:>9.1f}{rate:>12.1f}"
-                  f"{rate / (core_rate * cores):>9.0%}{rate / par_rate:>8.0%}{r['cpu_s'] / r['patients'] * 1e3:>11.2f}"
+                  f"{rate / (core_rate * cores):>9.0%}{rate / par_rate:>8.0%}"
+                  f"{r['cpu_s'] / r['patients'] * 1e3:>11.2f}"
                   f"{core_cpu / (r['cpu_s'] / r['patients']):>6.0%}{r['parent_mb']:>11.0f}"
                   f"{r['worker_mb']:>11.0f}", flush=True)
             for f in sorted(Path(tmp).glob(f"s{n}.h5*")):

@@ -821,8 +821,11 @@ def _store_error(e) -> click.UsageError:
               help="root seed (default: the config's)")
 @click.option("--dry-run", is_flag=True, help="validate and describe the sweep; run nothing")
 @click.option("-q", "--quiet", is_flag=True, help="no progress line")
+@click.option("-k", "--keep-going", is_flag=True,
+              help="a block that fails does not stop the others; the failed ones are named at "
+                   "the end (then fix and --resume, or merge --allow-missing)")
 def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patients, seed,
-              dry_run, quiet):
+              dry_run, quiet, keep_going):
     """Run a parameter sweep of a scenario (grid, random, Latin hypercube or Sobol points x
     replicates), one HDF5 block file per block of points, merged into OUT."""
     from . import store
@@ -840,7 +843,8 @@ def sweep_cmd(config, out, workers, executor, shard, resume, consolidate, patien
         return
     try:
         res = run_sweep(cfg, out, workers=workers, executor=executor, shard=shard,
-                        resume=resume, consolidate=consolidate, progress=not quiet)
+                        resume=resume, consolidate=consolidate, progress=not quiet,
+                        keep_going=keep_going)
     except SweepInterrupted as e:
         click.echo(f"{PROG} sweep: {_one_line(e)}", err=True)
         sys.exit(e.exit_status)

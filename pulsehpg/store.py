@@ -88,7 +88,8 @@ __all__ = [
     "FORMAT", "FORMAT_VERSION", "KINDS", "StoreError", "MissingBlocksError",
     "IncompatibleBlocksError", "ExpectedBlock", "MergeResult", "write_block", "read",
     "inspect", "merge", "is_complete", "temp_path", "config_sha256", "make_dir", "write_json",
-    "read_json", "remove_temps", "read_attrs", "code_sha256", "code_identity", "code_files",
+    "read_json", "remove_temps", "remove_file", "read_attrs", "code_sha256", "code_identity",
+    "code_files",
 ]
 
 FORMAT = "pulsehpg-results"
@@ -912,6 +913,18 @@ def write_figure(fig, path, **savefig_kw) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
+def remove_file(path) -> bool:
+    """Delete a small file beside the results if it exists (True if it did)."""
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot remove {path}: {_reason(exc)}", path=path,
+                         errno=_errno_of(exc)) from exc
+
+
 def read_json(path):
     """Read a JSON file written by :func:`write_json`; StoreError if unreadable or invalid."""
     import json
@@ -1042,11 +1055,17 @@ def _scan(path: Path) -> _BlockInfo:
             if group not in f:
                 continue
             schema[group] = {}
-            for name, ds in f[group].items():
-                ln = ds.attrs.get("long_name")
+            for name, ds in f[group].items():  # each dataset's attributes read once
+                at = dict(ds.attrs.items())
+                dt = ds.dtype
+                ln = at.get("long_name")
+                codes = None
+                if "flag_values" in at:
+                    codes = dict(zip([int(v) for v in np.atleast_1d(at["flag_values"])],
+                                     _py(at.get("flag_meanings", "")).split()))
                 schema[group][name] = _VarInfo(
-                    np.dtype(_STR) if _is_string_ds(ds) else ds.dtype, ds.shape,
-                    _py(ds.attrs.get("units", "")), None if ln is None else _py(ln), _codes_of(ds))
+                    np.dtype(_STR) if h5py.check_string_dtype(dt) is not None else dt, ds.shape,
+                    _py(at.get("units", "")), None if ln is None else _py(ln), codes)
         vis = schema.get("visits", {})
         return _BlockInfo(
             path, _attrs_of(f), schema, f["parameters"][()],

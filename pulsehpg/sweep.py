@@ -1020,6 +1020,31 @@ def _make_executor(executor, workers: int | None):
                           f" got {executor!r}")
 
 
+def _how_workers_died(ex) -> str:
+    """How the worker processes of a broken ProcessPoolExecutor ended, if one was killed by
+    a signal other than the pool's own SIGTERM (e.g. the out-of-memory killer's SIGKILL)."""
+    import signal
+
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for _ in range(20):  # exit statuses appear once the processes are reaped
+        codes = [(p.pid, p.exitcode) for p in procs]
+        dead = [(pid, c) for pid, c in codes if c is not None and c < 0
+                and c != -signal.SIGTERM]
+        if dead or all(c is not None for _, c in codes):
+            break
+        time.sleep(0.05)
+    parts = []
+    for pid, c in dead:
+        try:
+            name = signal.Signals(-c).name
+        except ValueError:
+            name = f"signal {-c}"
+        hint = (" (on Linux usually the out-of-memory killer, see dmesg: use a smaller "
+                "block_size or fewer --workers)" if -c == signal.SIGKILL else "")
+        parts.append(f"worker {pid} was killed by {name}{hint}")
+    return "; ".join(parts)
+
+
 def _stop_workers(ex) -> None:
     """Terminate the worker processes of a ProcessPoolExecutor (their blocks are lost, and
     their temporary files are removed by --resume)."""
@@ -1028,6 +1053,25 @@ def _stop_workers(ex) -> None:
             p.terminate()
         except Exception:  # already gone
             pass
+
+
+def _record_failure(f: _BlockFailure, bdir: Path, cfg: SweepConfig, design) -> None:
+    """Write ``block-<k>.h5.error.json`` (the error, the block's points and the worker's
+    traceback) beside the blocks; the error message then names it."""
+    pts = cfg.block_points(f.block)
+    points = [{"point": p, **{a.name: f"{design[p, j]:g} {a.unit}"
+                              for j, a in enumerate(cfg.axes)}} for p in pts]
+    path = bdir / (block_name(f.block, cfg.n_blocks) + ".error.json")
+    try:
+        store.write_json(path, {"block": f.block, "error": f.message, "points": points,
+                                "code_sha256": store.code_sha256(),
+                                "traceback": f.info.get("traceback", "")})
+    except store.StoreError:
+        return
+    where = "; ".join(f"point {q['point']}: " + ", ".join(f"{k} = {v}" for k, v in q.items()
+                                                          if k != "point")
+                      for q in points[:2]) + ("; ..." if len(points) > 2 else "")
+    f.message += f" ({where}; traceback in {path})"
 
 
 def _failure_to_exception(f: _BlockFailure) -> Exception:
@@ -1067,7 +1111,7 @@ class Progress:
             self.tty = False
         self.gap = 0.5 if self.tty else log_every
         self.total, self.total_blocks = total_patients, total_blocks
-        self.patients = self.blocks = 0
+        self.patients = self.blocks = self.failed = 0
         self.clock = clock
         self.start = clock()
         self.last = -math.inf
@@ -1079,13 +1123,15 @@ class Progress:
         pct = 100.0 * self.patients / self.total if self.total else 100.0
         rate = self.patients / el if el > 0 and self.patients else 0.0
         eta = _clock((self.total - self.patients) / rate) if rate > 0 else "?"
+        failed = f" ({self.failed} failed)" if self.failed else ""
         return (f"{self.label}: {self.patients}/{self.total} patients ({pct:.0f} %), blocks "
-                f"{self.blocks}/{self.total_blocks}, {rate:.3g} patients/s, elapsed "
+                f"{self.blocks}/{self.total_blocks}{failed}, {rate:.3g} patients/s, elapsed "
                 f"{_clock(el)}, ETA {eta}")
 
-    def add(self, patients: int) -> None:
+    def add(self, patients: int, failed: bool = False) -> None:
         self.patients += patients
         self.blocks += 1
+        self.failed += failed
         self.show(force=self.tty or self.blocks == self.total_blocks)
 
     def show(self, force: bool = False) -> None:
@@ -1102,8 +1148,8 @@ class Progress:
         if self.tty:
             self.stream.write("\r" + text.ljust(self.width))
             self.width = len(text)
-        else:
-            self.stream.write(text + "\n")
+        else:  # a log file: say when, for reading it later
+            self.stream.write(f"{text} [{time.strftime('%Y-%m-%d %H:%M:%S')}]\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -1212,7 +1258,8 @@ def _expected(cfg: SweepConfig, bdir: Path) -> list[store.ExpectedBlock]:
 
 def sweep(config, out=None, *, workers: int | None = None, executor="process", shard=None,
           resume: bool = False, consolidate: bool = False, patients: int | None = None,
-          seed: int | None = None, progress: bool = False, stream=None) -> SweepResult:
+          seed: int | None = None, progress: bool = False, stream=None,
+          keep_going: bool = False) -> SweepResult:
     """Run a sweep and (unless sharded) merge its blocks into ``out``.
 
     config: a sweep config file, its TOML as a dict, or a :class:`SweepConfig`.
@@ -1228,6 +1275,9 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     consolidate: the merged file copies the blocks' rows instead of virtual views onto them.
     patients, seed: override the config's.
     progress: a progress line on ``stream`` (default stderr).
+    keep_going: a block that fails (an error in its simulation) does not stop the others;
+        when all have run, SweepError names the failed blocks (nothing is merged; the
+        finished blocks are kept for resume=True or merge(allow_missing=True)).
     """
     cfg = _as_config(config, patients, seed)
     shard = parse_shard(shard)
@@ -1311,6 +1361,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                 + (f", shard {shard[0]}/{shard[1]}" if shard else "")
                 + (f", {nw} worker(s)" if nw else "") + "\n")
         pending: dict[cf.Future, int] = {}
+        failed: list[_BlockFailure] = []
         it = iter(todo)
         clean = False
         previous = _catch_sigterm()
@@ -1329,15 +1380,23 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
                     try:
                         res = f.result()
                     except _BlockFailure as e:
-                        raise _failure_to_exception(e) from None
+                        if e.kind == "error":  # keep the worker's traceback for the user
+                            _record_failure(e, bdir, cfg, design)
+                        if not (keep_going and e.kind in ("error", "scenario")):
+                            raise _failure_to_exception(e) from None
+                        failed.append(e)
+                        bar.add(0, failed=True)
+                        continue
                     except cf.BrokenExecutor as e:
                         raise SweepError(
-                            f"a worker process died ({e}); finished blocks are kept: rerun with "
-                            "--resume. (Calling pulsehpg.sweep from a script? Worker processes "
-                            "import it again: put the call under if __name__ == '__main__':)"
-                        ) from None
+                            f"a worker process died ({_how_workers_died(ex) or e}); finished "
+                            f"blocks are kept in {bdir}/: rerun with --resume. (Calling "
+                            "pulsehpg.sweep from a script? Worker processes import it again: "
+                            "put the call under if __name__ == '__main__':)") from None
                     patients_run += res.n_patients
                     bar.add(res.n_patients)
+                    store.remove_file(bdir / (block_name(res.block, cfg.n_blocks)
+                                              + ".error.json"))
                 bar.show()
             clean = True
         except KeyboardInterrupt as e:
@@ -1357,6 +1416,14 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
             if owned:
                 ex.shutdown(wait=clean, cancel_futures=True)
     seconds = time.perf_counter() - t0
+    if todo and failed:
+        first = _failure_to_exception(failed[0])
+        raise SweepError(
+            f"{len(failed)} of {len(todo)} block(s) failed (blocks "
+            f"{', '.join(str(f.block) for f in failed[:20])}{' ...' if len(failed) > 20 else ''}"
+            f"), the other {len(todo) - len(failed)} ran ({patients_run} patients) and are kept "
+            f"in {bdir}/; first: {first}. Fix the cause and rerun with --resume, or merge "
+            f"what there is with `pulsehpg merge {out} --allow-missing`")
     merged = None
     if shard is None:
         previous = _catch_sigterm()

@@ -3,6 +3,7 @@ kill -9 and resume, merge, unwritable output."""
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -484,6 +485,91 @@ def test_ctrl_c_while_merging_says_to_merge(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "merged 3 of 3 blocks" in r.output, r.output
 
 
+def test_a_failing_block_names_its_points_and_keeps_the_traceback(tmp_path, monkeypatch):
+    sweep_mod = sys.modules["pulsehpg.sweep"]
+
+    p = write_config(tmp_path)
+    out = tmp_path / "f.h5"
+    simulate = sweep_mod._simulate_block
+
+    def failing(task):
+        if task.block == 1:
+            return 1 / 0
+        return simulate(task)
+
+    monkeypatch.setattr(sweep_mod, "_simulate_block", failing)
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q")
+    assert r.exit_code == 1, r.output
+    err = r.output.strip().splitlines()[-1]
+    record = blocks_dir(out) / "block-00001.h5.error.json"
+    assert "block 1 failed: ZeroDivisionError: division by zero (point 2: " in err, err
+    assert "point 3: phase.serm.drug.clomiphene.dose = 25 mg, phase.trt.duration = 4 week;" \
+        in err, err
+    assert f"traceback in {record}" in err and "Traceback" not in r.output
+    info = store.read_json(record)
+    assert info["block"] == 1 and [q["point"] for q in info["points"]] == [2, 3]
+    assert "ZeroDivisionError" in info["traceback"] and "1 / 0" in info["traceback"]
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume")
+    assert r.exit_code == 0, r.output
+    assert not record.exists()
+
+
+def test_keep_going_runs_the_other_blocks_and_names_the_failed_ones(tmp_path, monkeypatch):
+    sweep_mod = sys.modules["pulsehpg.sweep"]
+    p = write_config(tmp_path)
+    out = tmp_path / "k.h5"
+    simulate = sweep_mod._simulate_block
+
+    def failing(task):
+        if task.block == 0:
+            raise FloatingPointError("overflow in point 0")
+        return simulate(task)
+
+    monkeypatch.setattr(sweep_mod, "_simulate_block", failing)
+    buf = io.StringIO()
+    with pytest.raises(sweep_mod.SweepError) as info:
+        pulsehpg.sweep(p, out=out, workers=1, keep_going=True, progress=True, stream=buf)
+    msg = str(info.value)
+    assert msg.startswith("1 of 3 block(s) failed (blocks 0), the other 2 ran (16 patients)")
+    assert "overflow in point 0" in msg and f"pulsehpg merge {out} --allow-missing" in msg
+    assert "blocks 3/3 (1 failed)" in buf.getvalue()
+    bdir = blocks_dir(out)
+    assert (bdir / "block-00001.h5").exists() and (bdir / "block-00002.h5").exists()
+    assert (bdir / "block-00000.h5.error.json").exists() and not out.exists()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume", "--keep-going")
+    assert r.exit_code == 1 and "1 of 1 block(s) failed" in r.output, r.output
+    monkeypatch.undo()
+    r = cli_run("sweep", p, "-o", out, "-w", "1", "-q", "--resume")
+    assert r.exit_code == 0 and "2 block(s) were already done" in r.output, r.output
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_a_worker_killed_by_sigkill_is_named(tmp_path):
+    p = write_config(tmp_path, replicates=1, patients=20, block_size=1,
+                     axes=[{"name": "phase.serm.drug.clomiphene.dose",
+                            "range": [10.0, 50.0], "num": 8},
+                           {"name": "phase.trt.duration", "values": ["2 weeks", "4 weeks"]}])
+    out = tmp_path / "oom.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulsehpg", "sweep", str(p), "-o", str(out), "-w", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    deadline = time.monotonic() + 60
+    while not list(blocks_dir(out).glob("block-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    kids = []
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        kids += (task / "children").read_text().split()
+    workers = [int(k) for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+    assert workers
+    os.kill(max(workers), signal.SIGKILL)  # what the out-of-memory killer does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "was killed by SIGKILL (on Linux usually the out-of-memory killer" in err, err
+    assert "--resume" in err and "Traceback" not in err
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     p = write_config(tmp_path)
     out = tmp_path / "c.h5"
@@ -536,6 +622,13 @@ def test_resume_refuses_other_code(tmp_path, monkeypatch):
         pulsehpg.sweep(p, out=out, resume=True, workers=1, shard="1/3")
     assert len(list(blocks_dir(out).glob("block-*.h5"))) == 1
     monkeypatch.undo()
+    # a sweep started before the code was recorded cannot be checked: refused as well
+    mpath = blocks_dir(out) / "manifest.json"
+    m = store.read_json(mpath)
+    store.write_json(mpath, {k: v for k, v in m.items() if k != "code_sha256"})
+    r = cli_run("sweep", p, "-o", out, "--resume", "-q")
+    assert r.exit_code == 2 and "(code not recorded)" in r.output, r.output
+    store.write_json(mpath, m)
     r = cli_run("sweep", p, "-o", out, "--resume", "-q")
     assert r.exit_code == 0, r.output
 
@@ -641,6 +734,7 @@ def test_progress_does_not_spam_logs():
     lines = buf.getvalue().splitlines()
     assert 3 <= len(lines) <= 5  # about one per 30 s, and the last
     assert lines[-1].startswith("sweep: 1000/1000 patients (100 %), blocks 100/100, 10 patients/s")
+    assert re.search(r" \[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\]$", lines[-1])  # when, in a log file
 
 
 def test_progress_on_a_terminal_redraws_one_line():
