@@ -9,6 +9,9 @@
 #define PH_ND 121  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
+#define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
+#define PH_NFRC 4  /* forcing terms of the coarse rates */
+#define PH_NCPL 1  /* coarse states the fast rates read */
 
 #define PH_S_G 0
 #define PH_S_GONSC 1
@@ -26,22 +29,22 @@
 #define PH_S_ITT 13
 #define PH_S_TS 14
 #define PH_S_E2 15
-#define PH_S_INHB 16
-#define PH_S_HCGD 17
-#define PH_S_HCG 18
-#define PH_S_FSHXD 19
-#define PH_S_FSHX 20
-#define PH_S_TED 21
-#define PH_S_TCD 22
-#define PH_S_GEL 23
-#define PH_S_CLOG 24
-#define PH_S_CLO 25
-#define PH_S_TAMG 26
-#define PH_S_TAM 27
-#define PH_S_ANAG 28
-#define PH_S_ANA 29
+#define PH_S_HCGD 16
+#define PH_S_HCG 17
+#define PH_S_FSHXD 18
+#define PH_S_FSHX 19
+#define PH_S_TED 20
+#define PH_S_TCD 21
+#define PH_S_GEL 22
+#define PH_S_CLOG 23
+#define PH_S_CLO 24
+#define PH_S_TAMG 25
+#define PH_S_TAM 26
+#define PH_S_ANAG 27
+#define PH_S_ANA 28
+#define PH_S_CAP 29
 #define PH_S_ATUB 30
-#define PH_S_CAP 31
+#define PH_S_INHB 31
 #define PH_S_SER 32
 #define PH_S_NSSC 33
 #define PH_S_MQ 34
@@ -349,9 +352,9 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[85] = _k23;
     const double _k24 = ((K_ssc) * (K_ssc));
     d[86] = _k24;
-    const double _k25 = ((k_st * tf) * testis_on);
+    const double _k25 = ((K_eT) * (K_eT));
     d[87] = _k25;
-    const double _k26 = ((K_eT) * (K_eT));
+    const double _k26 = ((k_st * tf) * testis_on);
     d[88] = _k26;
     const double _k27 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
     d[89] = _k27;
@@ -375,27 +378,27 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[98] = _k36;
     const double _k37 = (f_E2t / (1.0 - f_E2t));
     d[99] = _k37;
-    const double _k38 = (1.0 - f_inhg);
+    const double _k38 = (PH_LN2 / t_hcg_abs);
     d[100] = _k38;
-    const double _k39 = (PH_LN2 / t_hcg_abs);
+    const double _k39 = (1.0 / V_hcg);
     d[101] = _k39;
-    const double _k40 = (1.0 / V_hcg);
+    const double _k40 = (PH_LN2 / t_fshx_abs);
     d[102] = _k40;
-    const double _k41 = (PH_LN2 / t_fshx_abs);
+    const double _k41 = (1.0 / V_fshx);
     d[103] = _k41;
-    const double _k42 = (1.0 / V_fshx);
+    const double _k42 = (PH_LN2 / t_clo_abs);
     d[104] = _k42;
-    const double _k43 = (PH_LN2 / t_clo_abs);
+    const double _k43 = (PH_LN2 / t_tam_abs);
     d[105] = _k43;
-    const double _k44 = (PH_LN2 / t_tam_abs);
+    const double _k44 = (PH_LN2 / t_ana_abs);
     d[106] = _k44;
-    const double _k45 = (PH_LN2 / t_ana_abs);
+    const double _k45 = (1.0 - b_cap);
     d[107] = _k45;
-    const double _k46 = (1.0 / tau_A);
+    const double _k46 = (1.0 / tau_cap);
     d[108] = _k46;
-    const double _k47 = (1.0 - b_cap);
+    const double _k47 = (1.0 / tau_A);
     d[109] = _k47;
-    const double _k48 = (1.0 / tau_cap);
+    const double _k48 = (1.0 - f_inhg);
     d[110] = _k48;
     const double _k49 = (1.0 / tau_ser);
     d[111] = _k49;
@@ -433,24 +436,24 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[13] = (k_itt);
     d[14] = (((PH_LN2 / t_T) + ((vr * k_itt) * rho)));
     d[15] = ((PH_LN2 / t_E2));
-    d[16] = ((PH_LN2 / t_inh));
-    d[17] = ((PH_LN2 / t_hcg_abs)) * accel;
-    d[18] = ((PH_LN2 / t_hcg)) * accel;
-    d[19] = ((PH_LN2 / t_fshx_abs)) * accel;
-    d[20] = ((PH_LN2 / t_fshx)) * accel;
-    d[21] = ((PH_LN2 / t_TE)) * accel;
-    d[22] = ((PH_LN2 / t_TC)) * accel;
-    d[23] = ((PH_LN2 / t_gel)) * accel;
-    d[24] = ((PH_LN2 / t_clo_abs)) * accel;
-    d[25] = ((PH_LN2 / t_clo)) * accel;
-    d[26] = ((PH_LN2 / t_tam_abs)) * accel;
-    d[27] = ((PH_LN2 / t_tam)) * accel;
-    d[28] = ((PH_LN2 / t_ana_abs)) * accel;
-    d[29] = ((PH_LN2 / t_ana)) * accel;
+    d[16] = ((PH_LN2 / t_hcg_abs)) * accel;
+    d[17] = ((PH_LN2 / t_hcg)) * accel;
+    d[18] = ((PH_LN2 / t_fshx_abs)) * accel;
+    d[19] = ((PH_LN2 / t_fshx)) * accel;
+    d[20] = ((PH_LN2 / t_TE)) * accel;
+    d[21] = ((PH_LN2 / t_TC)) * accel;
+    d[22] = ((PH_LN2 / t_gel)) * accel;
+    d[23] = ((PH_LN2 / t_clo_abs)) * accel;
+    d[24] = ((PH_LN2 / t_clo)) * accel;
+    d[25] = ((PH_LN2 / t_tam_abs)) * accel;
+    d[26] = ((PH_LN2 / t_tam)) * accel;
+    d[27] = ((PH_LN2 / t_ana_abs)) * accel;
+    d[28] = ((PH_LN2 / t_ana)) * accel;
+    d[29] = ((1.0 / tau_cap)) * accel;
     d[30] = ((1.0 / tau_A)) * accel;
-    d[31] = ((1.0 / tau_cap)) * accel;
+    d[31] = ((PH_LN2 / t_inh));
     d[32] = ((1.0 / tau_ser)) * accel;
-    d[33] = (0.0) * accel;
+    d[33] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
     d[34] = ((1.0 / dur_epi)) * accel;
     d[35] = (k_st) * accel;
     d[36] = (k_st) * accel;
@@ -477,7 +480,9 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[57] = (k_epi) * accel;
 }
 
-static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, double *restrict r) {
+/* rates of the fast states [0, NF) and the forcing terms f; coupled coarse states from cv */
+static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f) {
+    (void)cv; (void)f;
     const double fb_sens = p[9];
     const double F_gon = p[15];
     const double Kd_G = p[17];
@@ -505,9 +510,6 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double K_serT = p[71];
     const double b_ser = p[72];
     const double b_serF = p[73];
-    const double k_inh = p[75];
-    const double f_inhg = p[77];
-    const double b_ssc = p[81];
     const double d_max = p[86];
     const double K_mT = p[90];
     const double K_mF = p[91];
@@ -520,8 +522,6 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double IC_ana = p[121];
     const double ai_max = p[122];
     const double accel = p[131];
-    const double k_st = d[60];
-    const double k_epi = d[61];
     const double _k0 = d[62];
     const double _k1 = d[63];
     const double _k2 = d[64];
@@ -544,10 +544,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k20 = d[82];
     const double _k21 = d[83];
     const double _k22 = d[84];
-    const double _k23 = d[85];
-    const double _k24 = d[86];
     const double _k25 = d[87];
-    const double _k26 = d[88];
     const double _k27 = d[89];
     const double _k28 = d[90];
     const double _k29 = d[91];
@@ -569,9 +566,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k45 = d[107];
     const double _k46 = d[108];
     const double _k47 = d[109];
-    const double _k48 = d[110];
     const double _k49 = d[111];
-    const double _k50 = d[112];
     const double _k51 = d[113];
     const double G = y[0];
     const double GonSC = y[1];
@@ -589,46 +584,22 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double ITT = y[13];
     const double Ts = y[14];
     const double E2 = y[15];
-    const double InhB = y[16];
-    const double hCGd = y[17];
-    const double hCG = y[18];
-    const double FSHxd = y[19];
-    const double FSHx = y[20];
-    const double TEd = y[21];
-    const double TCd = y[22];
-    const double Gel = y[23];
-    const double CloG = y[24];
-    const double Clo = y[25];
-    const double TamG = y[26];
-    const double Tam = y[27];
-    const double AnaG = y[28];
-    const double Ana = y[29];
+    const double hCGd = y[16];
+    const double hCG = y[17];
+    const double FSHxd = y[18];
+    const double FSHx = y[19];
+    const double TEd = y[20];
+    const double TCd = y[21];
+    const double Gel = y[22];
+    const double CloG = y[23];
+    const double Clo = y[24];
+    const double TamG = y[25];
+    const double Tam = y[26];
+    const double AnaG = y[27];
+    const double Ana = y[28];
+    const double Cap = y[29];
     const double Atub = y[30];
-    const double Cap = y[31];
-    const double Ser = y[32];
-    const double Nssc = y[33];
-    const double x0 = y[35];
-    const double x1 = y[36];
-    const double x2 = y[37];
-    const double x3 = y[38];
-    const double x4 = y[39];
-    const double x5 = y[40];
-    const double x6 = y[41];
-    const double x7 = y[42];
-    const double x8 = y[43];
-    const double x9 = y[44];
-    const double x10 = y[45];
-    const double x11 = y[46];
-    const double x12 = y[47];
-    const double x13 = y[48];
-    const double x14 = y[49];
-    const double x15 = y[50];
-    const double x16 = y[51];
-    const double x17 = y[52];
-    const double x18 = y[53];
-    const double x19 = y[54];
-    const double ep0 = y[55];
-    const double ep1 = y[56];
+    const double InhB = cv[0];
     const double inf_testosterone_enanthate = u[0];
     const double inf_testosterone_cypionate = u[1];
     const double inf_testosterone_gel = u[2];
@@ -667,10 +638,8 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double hF_ser = (F_tot / (F_tot + K_serF));
     const double hT_ser = (Atub / (Atub + K_serT));
     const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
-    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
-    const double entry = ((((_k25 * Nssc) * Ser) * ((Atub) * (Atub))) / (((Atub) * (Atub)) + _k26));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k25));
     const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
-    const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
     const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = ((F_gon * inf_gonadorelin));
@@ -688,35 +657,86 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[13] = ((T_prod + (_k35 * Ts)));
     r[14] = (((_k19 * ITT) + T_exo));
     r[15] = ((((k_ar * (1.0 - ai_inh)) * _k36) * (Ts + (_k37 * T_testis))));
-    r[16] = (((k_inh * Ser) * (_k38 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
-    r[17] = ((inf_hcg + inf_hmg)) * accel;
-    r[18] = (((_k39 * hCGd) * _k40)) * accel;
-    r[19] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[20] = (((_k41 * FSHxd) * _k42)) * accel;
-    r[21] = ((F_TE * inf_testosterone_enanthate)) * accel;
-    r[22] = ((F_TC * inf_testosterone_cypionate)) * accel;
-    r[23] = ((F_gel * inf_testosterone_gel)) * accel;
-    r[24] = (inf_clomiphene) * accel;
-    r[25] = ((_k43 * CloG)) * accel;
-    r[26] = (inf_tamoxifen) * accel;
-    r[27] = ((_k44 * TamG)) * accel;
-    r[28] = (inf_anastrozole) * accel;
-    r[29] = ((_k45 * AnaG)) * accel;
-    r[30] = ((ITT * _k46)) * accel;
-    r[31] = (((b_cap + ((_k47 * sigLH) / (sigLH + K_cap))) * _k48)) * accel;
-    r[32] = ((ser_tgt * _k49)) * accel;
-    r[33] = (((Nssc * (1.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
-    r[34] = ((mot_tgt * _k51)) * accel;
+    r[16] = ((inf_hcg + inf_hmg)) * accel;
+    r[17] = (((_k38 * hCGd) * _k39)) * accel;
+    r[18] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
+    r[19] = (((_k40 * FSHxd) * _k41)) * accel;
+    r[20] = ((F_TE * inf_testosterone_enanthate)) * accel;
+    r[21] = ((F_TC * inf_testosterone_cypionate)) * accel;
+    r[22] = ((F_gel * inf_testosterone_gel)) * accel;
+    r[23] = (inf_clomiphene) * accel;
+    r[24] = ((_k42 * CloG)) * accel;
+    r[25] = (inf_tamoxifen) * accel;
+    r[26] = ((_k43 * TamG)) * accel;
+    r[27] = (inf_anastrozole) * accel;
+    r[28] = ((_k44 * AnaG)) * accel;
+    r[29] = (((b_cap + ((_k45 * sigLH) / (sigLH + K_cap))) * _k46)) * accel;
+    r[30] = ((ITT * _k47)) * accel;
+    f[0] = (ser_tgt * _k49);
+    f[1] = (mot_tgt * _k51);
+    f[2] = death;
+    f[3] = h_entry;
+}
+
+/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */
+static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict fbar, double *restrict r) {
+    (void)fbar;
+    const double k_inh = p[75];
+    const double f_inhg = p[77];
+    const double b_ssc = p[81];
+    const double accel = p[131];
+    const double k_st = d[60];
+    const double k_epi = d[61];
+    const double _k23 = d[85];
+    const double _k24 = d[86];
+    const double _k26 = d[88];
+    const double _k48 = d[110];
+    const double _k50 = d[112];
+    const double Ser = y[32];
+    const double Nssc = y[33];
+    const double x0 = y[35];
+    const double x1 = y[36];
+    const double x2 = y[37];
+    const double x3 = y[38];
+    const double x4 = y[39];
+    const double x5 = y[40];
+    const double x6 = y[41];
+    const double x7 = y[42];
+    const double x8 = y[43];
+    const double x9 = y[44];
+    const double x10 = y[45];
+    const double x11 = y[46];
+    const double x12 = y[47];
+    const double x13 = y[48];
+    const double x14 = y[49];
+    const double x15 = y[50];
+    const double x16 = y[51];
+    const double x17 = y[52];
+    const double x18 = y[53];
+    const double x19 = y[54];
+    const double ep0 = y[55];
+    const double ep1 = y[56];
+    const double _fbar0 = fbar[0];
+    const double _fbar1 = fbar[1];
+    const double _fbar2 = fbar[2];
+    const double _fbar3 = fbar[3];
+    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
+    const double entry = (((_k26 * Nssc) * Ser) * _fbar3);
+    const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
+    r[31] = (((k_inh * Ser) * (_k48 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[32] = (_fbar0) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
+    r[34] = (_fbar1) * accel;
     r[35] = (entry) * accel;
     r[36] = ((k_st * x0)) * accel;
     r[37] = ((k_st * x1)) * accel;
-    r[38] = (((k_st * x2) - (death * x3))) * accel;
-    r[39] = (((k_st * x3) - (death * x4))) * accel;
-    r[40] = (((k_st * x4) - (death * x5))) * accel;
-    r[41] = (((k_st * x5) - (death * x6))) * accel;
-    r[42] = (((k_st * x6) - (death * x7))) * accel;
-    r[43] = (((k_st * x7) - (death * x8))) * accel;
-    r[44] = (((k_st * x8) - (death * x9))) * accel;
+    r[38] = (((k_st * x2) - (_fbar2 * x3))) * accel;
+    r[39] = (((k_st * x3) - (_fbar2 * x4))) * accel;
+    r[40] = (((k_st * x4) - (_fbar2 * x5))) * accel;
+    r[41] = (((k_st * x5) - (_fbar2 * x6))) * accel;
+    r[42] = (((k_st * x6) - (_fbar2 * x7))) * accel;
+    r[43] = (((k_st * x7) - (_fbar2 * x8))) * accel;
+    r[44] = (((k_st * x8) - (_fbar2 * x9))) * accel;
     r[45] = ((k_st * x9)) * accel;
     r[46] = ((k_st * x10)) * accel;
     r[47] = ((k_st * x11)) * accel;
@@ -753,8 +773,8 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k54 = d[116];
     const double Ts = y[14];
     const double E2 = y[15];
-    const double Clo = y[25];
-    const double Tam = y[27];
+    const double Clo = y[24];
+    const double Tam = y[26];
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double q_serm = ((C_clo * _k4) + (C_tam * _k5));
@@ -797,13 +817,13 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double ITT = y[13];
     const double Ts = y[14];
     const double E2 = y[15];
-    const double InhB = y[16];
-    const double hCG = y[18];
-    const double FSHx = y[20];
-    const double Clo = y[25];
-    const double Tam = y[27];
-    const double Ana = y[29];
-    const double Cap = y[31];
+    const double hCG = y[17];
+    const double FSHx = y[19];
+    const double Clo = y[24];
+    const double Tam = y[26];
+    const double Ana = y[28];
+    const double Cap = y[29];
+    const double InhB = y[31];
     const double Ser = y[32];
     const double Nssc = y[33];
     const double Mq = y[34];
@@ -847,13 +867,13 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
     const double F_fshx = p[108];
     switch (drug) {
     case 0: /* testosterone_enanthate */
-        y[21] += (F_TE) * amount;
+        y[20] += (F_TE) * amount;
         break;
     case 1: /* testosterone_cypionate */
-        y[22] += (F_TC) * amount;
+        y[21] += (F_TC) * amount;
         break;
     case 2: /* testosterone_gel */
-        y[23] += (F_gel) * amount;
+        y[22] += (F_gel) * amount;
         break;
     case 3: /* gonadorelin */
         y[1] += (F_gon) * amount;
@@ -864,28 +884,30 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
         y[5] += (1.0 / tau_z);
         break;
     case 5: /* hcg */
-        y[17] += (1.0) * amount;
+        y[16] += (1.0) * amount;
         break;
     case 6: /* fsh */
-        y[19] += (F_fshx) * amount;
+        y[18] += (F_fshx) * amount;
         break;
     case 7: /* hmg */
-        y[19] += (F_fshx) * amount;
-        y[17] += (1.0) * amount;
+        y[18] += (F_fshx) * amount;
+        y[16] += (1.0) * amount;
         break;
     case 8: /* clomiphene */
-        y[24] += (1.0) * amount;
+        y[23] += (1.0) * amount;
         break;
     case 9: /* tamoxifen */
-        y[26] += (1.0) * amount;
+        y[25] += (1.0) * amount;
         break;
     case 10: /* anastrozole */
-        y[28] += (1.0) * amount;
+        y[27] += (1.0) * amount;
         break;
     default: break;
     }
 }
 
+static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};
+static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 24, 24, 24};
 static const int PH_DRUG_FAST[PH_NI] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
 
 #endif

@@ -54,6 +54,7 @@ class Numerics:
     h0: float = 1.0 / 60.0  # smallest step, hours
     growth: float = 1.0  # step <= growth * time since the last pulse or fast bolus
     levels: int = 4  # ladder levels: h0 * 2**(levels-1) = 8 min is the largest step
+    coarse_step: float = 2.0  # hours between steps of the coarse (slow, feed-forward) states
     burn_in_days: float = 30.0  # equilibration with slow states sped up
     burn_in_accel: float = 20.0
     settle_days: float = 3.0  # then at normal speed
@@ -66,6 +67,8 @@ class Numerics:
     def __post_init__(self):
         if not (0 < self.h0 <= 1) or not (0 < self.growth <= 8):
             raise ValueError(f"numerics: h0 must be in (0, 1] h and growth in (0, 8], got {self}")
+        if not (0 < self.coarse_step <= 24):
+            raise ValueError(f"numerics.coarse_step must be in (0, 24] h, got {self.coarse_step}")
         if not (1 <= self.levels <= _core.MAX_LEVELS):
             raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
 
@@ -155,10 +158,12 @@ class Cohort:
         self._p = np.ascontiguousarray(self.params * _FACTORS)
         self._d = np.zeros((n, _core.ND))
         self._u = np.zeros((n, _core.NI))
-        self._etab = np.zeros((n, nl, _core.NCOEF, _core.NS))
+        self._etab = np.zeros((n, nl, _core.NCOEF, _core.NF))
         self._next_pulse = np.zeros(n)
         self._since = np.zeros(n)
         self._tp = np.zeros(n)  # each patient's own time (see Engine.advance)
+        self._tc = np.zeros(n)  # time of its coarse states (engine.h, multirate)
+        self._aux = np.zeros((n, _core.NAUX))
         self._ctr = np.zeros(n, dtype=np.uint64)
         self._pump_next = np.zeros((n, _core.NI))
         self._pump_dose = np.zeros((n, _core.NI))
@@ -167,9 +172,9 @@ class Cohort:
         self.n_steps = np.zeros(n, dtype=np.int_)
         self._engine = _core.Engine(
             self._y, self._p, self._d, self._u, self._etab, self._next_pulse, self._since,
-            self._tp, self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
+            self._tp, self._tc, self._aux, self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
             self.n_pulses, self.n_steps, self.deterministic, self.numerics.h0,
-            self.numerics.growth)
+            self.numerics.growth, self.numerics.coarse_step)
         self._t = 0.0
         self._record_every: float | None = None
         self._trace_t: list[np.ndarray] = []
@@ -231,6 +236,7 @@ class Cohort:
         self._next_pulse -= settle
         self._pump_next -= settle
         self._tp -= settle
+        self._tc -= settle
         self.n_pulses[:] = 0
         self.n_steps[:] = 0
 
