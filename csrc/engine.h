@@ -141,32 +141,47 @@ static inline void ph_coupled_at(const double *restrict y, const double *restric
     }
 }
 
-/* One ETDRK4 step of size h of the fast states; c holds the coefficient rows
+/* One ETDRK4 step of size h of the fast states [0, n); c holds the coefficient rows
  * (PH_NCOEF x NF). cv0, cvh, cv1: coupled coarse states at the start, middle and end.
  * The forcing terms' integrals over the step, plain and weighted by the time since the
- * coarse states' time (s0 at the start), go into acc (RK4 weights on the stages). */
-static inline void ph_step(double *restrict y, const double *restrict p, const double *restrict d,
-                           const double *restrict u, const double *restrict c, double h,
-                           const double *cv0, const double *cvh, const double *cv1,
-                           double s0, double *restrict acc) {
+ * coarse states' time (s0 at the start), go into acc (RK4 weights on the stages).
+ * nodrug (with n = NE): every drug state and input is zero and stays zero, so only the
+ * states before them are stepped, with the right-hand side that leaves drugs out. */
+static inline __attribute__((always_inline)) void
+ph_step_n(double *restrict y, const double *restrict p, const double *restrict d,
+          const double *restrict u, const double *restrict c, double h, const double *cv0,
+          const double *cvh, const double *cv1, double s0, double *restrict acc, const int n,
+          const int nodrug) {
     const double *E = c, *E2 = c + PH_NF, *Q = c + 2 * PH_NF;
     const double *F1 = c + 3 * PH_NF, *F2 = c + 4 * PH_NF, *F3 = c + 5 * PH_NF;
     double nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
     double f0[PH_NFRC + 1], fa[PH_NFRC + 1], fb[PH_NFRC + 1], fc[PH_NFRC + 1];
-    ph_rate(y, p, d, u, cv0, nu, f0);
-    for (int j = 0; j < PH_NF; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
-    ph_rate(a, p, d, u, cvh, na, fa);
-    for (int j = 0; j < PH_NF; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
-    ph_rate(s, p, d, u, cvh, nb, fb);
-    for (int j = 0; j < PH_NF; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
-    ph_rate(s, p, d, u, cv1, nc, fc);
-    for (int j = 0; j < PH_NF; j++)
+#define PH_RATE(x, cv, r, f) \
+    (nodrug ? ph_rate_nodrug(x, p, d, u, cv, r, f) : ph_rate(x, p, d, u, cv, r, f))
+    PH_RATE(y, cv0, nu, f0);
+    for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
+    PH_RATE(a, cvh, na, fa);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
+    PH_RATE(s, cvh, nb, fb);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
+    PH_RATE(s, cv1, nc, fc);
+#undef PH_RATE
+    for (int j = 0; j < n; j++)
         y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
     const double w = h / 6.0, sh = s0 + 0.5 * h, s1 = s0 + h;
     for (int k = 0; k < PH_NFRC; k++) {
         acc[k] += w * (f0[k] + 2.0 * (fa[k] + fb[k]) + fc[k]);
         acc[PH_NFRC + k] += w * (s0 * f0[k] + 2.0 * sh * (fa[k] + fb[k]) + s1 * fc[k]);
     }
+}
+
+/* 1 if every drug state and every input of the patient is zero. */
+static inline int ph_drugs_off(const double *y, const double *u) {
+    for (int j = PH_NE; j < PH_NF; j++)
+        if (y[j] != 0.0) return 0;
+    for (int j = 0; j < PH_NI; j++)
+        if (u[j] != 0.0) return 0;
+    return 1;
 }
 
 /* Move the coarse states from *tc to t in one ETDRK4 step, with each forcing term the
@@ -260,6 +275,8 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
     const double *u = c->u + (size_t)i * PH_NI;
     const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
     const double hc = ph_coarse_cap(c, d);
+    /* doses and input changes happen between calls: decided once per call */
+    const int nodrug = ph_drugs_off(y, u);
     double own[PH_NCOEF * PH_NF];
     double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
     while (t < t1) {
@@ -277,16 +294,18 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
         ph_coupled_at(y, aux, t - *tc, cv0);
         ph_coupled_at(y, aux, t + 0.5 * h - *tc, cvh);
         ph_coupled_at(y, aux, t + h - *tc, cv1);
+        const double *coef = etab + (size_t)l * PH_NCOEF * PH_NF;
         if (last) {
             /* last step to the boundary: its own coefficients */
-            for (int j = 0; j < PH_NF; j++) ph_etd_coeffs(d[j], rest, own + j, PH_NF);
-            ph_step(y, p, d, u, own, h, cv0, cvh, cv1, t - *tc, aux);
-            t = t1;
-        } else {
-            ph_step(y, p, d, u, etab + (size_t)l * PH_NCOEF * PH_NF, h, cv0, cvh, cv1, t - *tc,
-                    aux);
-            t += hl;
+            for (int j = 0; j < (nodrug ? PH_NE : PH_NF); j++)
+                ph_etd_coeffs(d[j], rest, own + j, PH_NF);
+            coef = own;
         }
+        if (nodrug)
+            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NE, 1);
+        else
+            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NF, 0);
+        t = last ? t1 : t + hl;
         *since += h;
         (*steps)++;
         if (t - *tc >= hc) ph_coarse(y, p, d, u, aux, tc, t, hc);

@@ -61,6 +61,7 @@ class Layout:
     coarse_rates: tuple[str, ...]  # rates of the coarse states, forcing replaced by _fbar<k>
     coarse_vars: tuple[model.Var, ...]  # state-dependent vars the coarse rates need
     coupled: tuple[str, ...]  # coarse states read by the fast rates
+    n_endo: int  # fast states [n_endo, n_fast) are drug states: zero until a drug is given
 
     @property
     def n_derived(self) -> int:
@@ -136,7 +137,8 @@ def _build_layout() -> Layout:
                 for src, name in table.items()]
     return Layout(states, params, inputs, tuple(derived), tuple(dynamic),
                   tuple(o.name for o in model.OUTPUTS), rates, pulse, output_exprs,
-                  output_vars, *_multirate(states, dynamic, rates))
+                  output_vars, *_multirate(states, dynamic, rates),
+                  _drug_block(states, inputs, dynamic))
 
 
 class _Forcing(ast.NodeTransformer):
@@ -232,6 +234,100 @@ def _multirate(states, dynamic, rates):
         raise ValueError(f"the pulse law and doses must not touch coarse states: {sorted(bad)}")
     forcing = tuple(src for src, _ in sorted(table.items(), key=lambda kv: int(kv[1][5:])))
     return n_fast, forcing, coarse_rates, tuple(needed), coupled
+
+
+class _Zeros(ast.NodeTransformer):
+    """Set some names to zero and fold what follows (0 * x, x + 0, 1 * x, constants), as
+    IEEE arithmetic does for finite x: the folded expression gives the same bits."""
+
+    def __init__(self, zero: dict[str, float]):
+        self.const = dict(zero)
+
+    @staticmethod
+    def _c(node):
+        return node.value if isinstance(node, ast.Constant) else None
+
+    def visit_Name(self, node):
+        if node.id in self.const:
+            return ast.copy_location(ast.Constant(float(self.const[node.id])), node)
+        return node
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        v = self._c(node.operand)
+        return ast.Constant(-v) if v is not None and isinstance(node.op, ast.USub) else node
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        a, b, op = self._c(node.left), self._c(node.right), node.op
+        if a is not None and b is not None and not isinstance(op, ast.Pow) \
+                and not (isinstance(op, ast.Div) and b == 0.0):
+            return ast.Constant({ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b,
+                                 ast.Div: a / b if b else 0.0}[type(op)])
+        if isinstance(op, ast.Mult):
+            if a == 0.0 or b == 0.0:
+                return ast.Constant(0.0)
+            if a == 1.0:
+                return node.right
+            if b == 1.0:
+                return node.left
+        if isinstance(op, ast.Div):
+            if a == 0.0:
+                return ast.Constant(0.0)
+            if b == 1.0:
+                return node.left
+        if isinstance(op, ast.Add):
+            if a == 0.0:
+                return node.right
+            if b == 0.0:
+                return node.left
+        if isinstance(op, ast.Sub) and b == 0.0:
+            return node.left
+        if isinstance(op, ast.Pow) and a == 0.0 and b is not None and b > 0:
+            return ast.Constant(0.0)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if node.func.id == "pos" and self._c(node.args[0]) is not None:
+            return ast.Constant(max(self._c(node.args[0]), 0.0))
+        return node
+
+    def __call__(self, expr: str) -> str:
+        return ast.unparse(self.visit(ast.parse(expr, mode="eval")))
+
+
+def _drug_block(states, inputs, dynamic) -> int:
+    """First index of the drug states: the dose targets and the states their rates feed,
+    whose rates read only drug states, inputs and parameters. They must be the last fast
+    states; while all of them and every input are zero they stay zero, and the core
+    steps only the states before them."""
+    expanded = {}
+    for v in dynamic:
+        names = _names(v.expr)
+        expanded[v.name] = set().union(names, *(expanded.get(n, set()) for n in names))
+
+    def reads(expr):
+        names = _names(expr)
+        return set().union(names, *(expanded.get(n, set()) for n in names)) & set(states)
+
+    rate = dict(zip(states, (s.rate for s in model.STATES)))
+    block = {st for dr in model.DRUGS for st, _ in dr.targets}
+    block |= {s for s in states if _names(rate[s]) & set(inputs)}
+    grown = True
+    while grown:
+        new = {s for s in states if s not in block and reads(rate[s]) & block
+               and reads(rate[s]) <= block}
+        block |= new
+        grown = bool(new)
+    pulse = {st for st, _ in model.PULSE.effects + model.PULSE.counts}
+    block -= pulse
+    idx = sorted(states.index(s) for s in block)
+    if idx and idx != list(range(idx[0], idx[0] + len(idx))):
+        raise ValueError("drug states must be contiguous in model.STATES")
+    if any(reads(rate[s]) - block for s in block):
+        raise ValueError("drug states' rates must read drug states only")
+    return idx[0] if idx else len(states)
 
 
 LAYOUT = _build_layout()
@@ -355,6 +451,27 @@ def _body(lang: str) -> dict[str, list[str]]:
         lines.append(f"r[{i}] = ({em.emit(L.rates[i])}){_slow_factor(s)}{end}")
     lines += [f"f[{k}] = {em.emit(e)}{end}" for k, e in enumerate(L.forcing)]
     out["rate_fast"] = lines
+    # the same with every drug state and input at zero (the compiler folds them away)
+    ne = L.n_endo
+    zero = _Zeros({s: 0.0 for s in list(L.states[ne:nf]) + list(L.inputs)})
+    folded = []
+    for v in needed:
+        e = zero(v.expr)
+        if isinstance(ast.parse(e, mode="eval").body, ast.Constant):
+            zero.const[v.name] = float(ast.parse(e, mode="eval").body.value)
+        else:
+            folded.append(model.Var(v.name, e))
+    exprs = [zero(L.rates[i]) for i in range(ne)] + [zero(e) for e in L.forcing]
+    used2, needed2 = closure(exprs, tuple(folded))
+    used2 |= {"accel"}
+    lines = unpack_params(used2) + unpack_derived(used2)
+    lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states[:ne]) if s in used2]
+    lines += [f"{decl}{s} = cv[{k}]{end}" for k, s in enumerate(L.coupled) if s in used2]
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed2]
+    for i, s in enumerate(model.STATES[:ne]):
+        lines.append(f"r[{i}] = ({em.emit(exprs[i])}){_slow_factor(s)}{end}")
+    lines += [f"f[{k}] = {em.emit(e)}{end}" for k, e in enumerate(exprs[ne:])]
+    out["rate_nodrug"] = lines
     used, needed = closure(list(L.coarse_rates), L.coarse_vars)
     used |= {"accel"}
     lines = unpack_params(used) + unpack_derived(used)
@@ -419,6 +536,7 @@ def c_header() -> str:
         f"#define PH_NO {len(L.outputs)}  /* observables */",
         "#define PH_LN2 0.69314718055994530942",
         f"#define PH_NF {L.n_fast}  /* states [0, NF) in the fast loop; [NF, NS) coarse */",
+        f"#define PH_NE {L.n_endo}  /* fast states [NE, NF) are drug states */",
         f"#define PH_NFRC {len(L.forcing)}  /* forcing terms of the coarse rates */",
         f"#define PH_NCPL {len(L.coupled)}  /* coarse states the fast rates read */",
         "",
@@ -442,6 +560,11 @@ def c_header() -> str:
        "static inline void ph_rate(const double *restrict y, const double *restrict p, "
        "const double *restrict d, const double *restrict u, const double *restrict cv, "
        "double *restrict r, double *restrict f)", ["(void)cv; (void)f;"] + b["rate_fast"])
+    fn("/* ph_rate for the states [0, NE) while every drug state and input is zero */\n"
+       "static inline void ph_rate_nodrug(const double *restrict y, const double *restrict p, "
+       "const double *restrict d, const double *restrict u, const double *restrict cv, "
+       "double *restrict r, double *restrict f)", ["(void)u; (void)cv; (void)f;"]
+       + b["rate_nodrug"])
     fn("/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */\n"
        "static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, "
        "const double *restrict d, const double *restrict u, const double *restrict fbar, "

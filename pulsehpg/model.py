@@ -150,10 +150,6 @@ VARS: tuple[Var, ...] = (
 # ---------------------------------------------------------------------------
 _fast = [
     State("G", "pg/mL", 0.0, "0.0", "LN2 / t_gnrh", meaning="portal GnRH (endogenous)"),
-    State("GonSC", "ug", 0.0, "F_gon * inf_gonadorelin", "LN2 / t_gon_abs",
-          meaning="gonadorelin in the subcutaneous depot"),
-    State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
-          meaning="gonadorelin in plasma"),
     State("Ra", "1", 1.0, "k_rec * (1.0 - theta)**4 * (1.0 - Ra) - k_des * theta * Ra + k_rec * Ra",
           "k_rec", meaning="responsive (non-desensitized) GnRH receptor fraction; "
           "recovery needs unbound receptor"),
@@ -179,7 +175,21 @@ _fast = [
           " * (Ts + f_E2t / (1.0 - f_E2t) * T_testis)", "LN2 / t_E2",
           meaning="serum estradiol"),
 ]
+_slow = [
+    # Leydig capacity feeds T production and is driven by the pulsatile LH signal
+    # through a saturating function: it stays in the fast loop
+    State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
+          "1.0 / tau_cap", True, "Leydig trophic capacity"),
+    # tubular androgen drives the coarse states through steep functions, from zero
+    # after a suppression: in the fast loop, so that their averages are exact
+    State("Atub", "nmol/L", 1100.0, "ITT / tau_A", "1.0 / tau_A", True,
+          "androgen action in the seminiferous tubules (ITT averaged by AR signalling)"),
+]
 _drugs = [
+    State("GonSC", "ug", 0.0, "F_gon * inf_gonadorelin", "LN2 / t_gon_abs",
+          meaning="gonadorelin in the subcutaneous depot"),
+    State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
+          meaning="gonadorelin in plasma"),
     State("hCGd", "IU", 0.0, "inf_hcg + inf_hmg", "LN2 / t_hcg_abs", True,
           "hCG (and hMG LH activity) at the injection site"),
     State("hCG", "IU/L", 0.0, "LN2 / t_hcg_abs * hCGd / V_hcg", "LN2 / t_hcg", True, "serum hCG"),
@@ -201,15 +211,7 @@ _drugs = [
     State("Ana", "mg", 0.0, "LN2 / t_ana_abs * AnaG", "LN2 / t_ana", True,
           "anastrozole in body"),
 ]
-_slow = [
-    # Leydig capacity feeds T production and is driven by the pulsatile LH signal
-    # through a saturating function: it stays in the fast loop
-    State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
-          "1.0 / tau_cap", True, "Leydig trophic capacity"),
-    # tubular androgen drives the coarse states through steep functions, from zero
-    # after a suppression: in the fast loop, so that their averages are exact
-    State("Atub", "nmol/L", 1100.0, "ITT / tau_A", "1.0 / tau_A", True,
-          "androgen action in the seminiferous tubules (ITT averaged by AR signalling)"),
+_coarse = [
     State("InhB", "pg/mL", 170.0, "k_inh * Ser * ((1.0 - f_inhg) + f_inhg * early_gc"
           " / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B", coarse=True),
     State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function",
@@ -237,7 +239,8 @@ for _j in range(N_EPI):
                         f"sperm in epididymal compartment {_j + 1} of {N_EPI}",
                         coarse=True))
 
-STATES: tuple[State, ...] = tuple(_fast + _drugs + _slow + _chain)
+# order: pulse-scale states, drug states (zero until a drug is given), coarse states
+STATES: tuple[State, ...] = tuple(_fast + _slow + _drugs + _coarse + _chain)
 
 # ---------------------------------------------------------------------------
 # Drugs: where a dose goes and with what bioavailability
