@@ -144,7 +144,8 @@ static inline void ph_coupled_at(const double *restrict y, const double *restric
 /* One ETDRK4 step of size h of the fast states [0, n); c holds the coefficient rows
  * (PH_NCOEF x NF). cv0, cvh, cv1: coupled coarse states at the start, middle and end.
  * The forcing terms' integrals over the step, plain and weighted by the time since the
- * coarse states' time (s0 at the start), go into acc (RK4 weights on the stages).
+ * coarse states' time (s0 at the start), go into acc: trapezoidal rule on the first and
+ * last stage (they vary over hours to days; the middle stages skip them).
  * nodrug (with n = NE): every drug state and input is zero and stays zero, so only the
  * states before them are stepped, with the right-hand side that leaves drugs out. */
 static inline __attribute__((always_inline)) void
@@ -155,23 +156,24 @@ ph_step_n(double *restrict y, const double *restrict p, const double *restrict d
     const double *E = c, *E2 = c + PH_NF, *Q = c + 2 * PH_NF;
     const double *F1 = c + 3 * PH_NF, *F2 = c + 4 * PH_NF, *F3 = c + 5 * PH_NF;
     double nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
-    double f0[PH_NFRC + 1], fa[PH_NFRC + 1], fb[PH_NFRC + 1], fc[PH_NFRC + 1];
-#define PH_RATE(x, cv, r, f) \
-    (nodrug ? ph_rate_nodrug(x, p, d, u, cv, r, f) : ph_rate(x, p, d, u, cv, r, f))
-    PH_RATE(y, cv0, nu, f0);
+    double f0[PH_NFRC + 1], fc[PH_NFRC + 1];
+#define PH_RATE(x, cv, r, f, want_f)                                             \
+    (nodrug ? ph_rate_nodrug(x, p, d, u, cv, r, f, want_f)                   \
+            : ph_rate(x, p, d, u, cv, r, f, want_f))
+    PH_RATE(y, cv0, nu, f0, 1);
     for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
-    PH_RATE(a, cvh, na, fa);
+    PH_RATE(a, cvh, na, NULL, 0);
     for (int j = 0; j < n; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
-    PH_RATE(s, cvh, nb, fb);
+    PH_RATE(s, cvh, nb, NULL, 0);
     for (int j = 0; j < n; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
-    PH_RATE(s, cv1, nc, fc);
+    PH_RATE(s, cv1, nc, fc, 1);
 #undef PH_RATE
     for (int j = 0; j < n; j++)
         y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
-    const double w = h / 6.0, sh = s0 + 0.5 * h, s1 = s0 + h;
+    const double w = 0.5 * h, s1 = s0 + h;
     for (int k = 0; k < PH_NFRC; k++) {
-        acc[k] += w * (f0[k] + 2.0 * (fa[k] + fb[k]) + fc[k]);
-        acc[PH_NFRC + k] += w * (s0 * f0[k] + 2.0 * sh * (fa[k] + fb[k]) + s1 * fc[k]);
+        acc[k] += w * (f0[k] + fc[k]);
+        acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
     }
 }
 

@@ -481,9 +481,11 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[57] = (k_epi) * accel;
 }
 
-/* rates of the fast states [0, NF) and the forcing terms f; coupled coarse states from cv */
-static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f) {
-    (void)cv; (void)f;
+/* rates of the fast states [0, NF), and with want_f the forcing terms f; coupled
+ * coarse states from cv. Called with a constant want_f: without it the compiler
+ * leaves out the arithmetic only the forcing terms need. */
+static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f, const int want_f) {
+    (void)cv; (void)f; (void)want_f;
     const double fb_sens = p[9];
     const double F_gon = p[15];
     const double Kd_G = p[17];
@@ -673,15 +675,17 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[28] = ((_k46 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
     r[30] = ((_k47 * AnaG)) * accel;
-    f[0] = (ser_tgt * _k49);
-    f[1] = (mot_tgt * _k51);
-    f[2] = death;
-    f[3] = h_entry;
+    if (want_f) {
+        f[0] = (ser_tgt * _k49);
+        f[1] = (mot_tgt * _k51);
+        f[2] = death;
+        f[3] = h_entry;
+    }
 }
 
 /* ph_rate for the states [0, NE) while every drug state and input is zero */
-static inline void ph_rate_nodrug(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f) {
-    (void)u; (void)cv; (void)f;
+static inline void ph_rate_nodrug(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f, const int want_f) {
+    (void)u; (void)cv; (void)f; (void)want_f;
     const double fb_sens = p[9];
     const double Kd_G = p[17];
     const double k_des = p[18];
@@ -795,10 +799,12 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     r[13] = (((k_ar * _k35) * (Ts + (_k36 * T_testis))));
     r[14] = (((b_cap + ((_k37 * sigLH) / (sigLH + K_cap))) * _k38)) * accel;
     r[15] = ((ITT * _k39)) * accel;
-    f[0] = (ser_tgt * _k49);
-    f[1] = (mot_tgt * _k51);
-    f[2] = death;
-    f[3] = h_entry;
+    if (want_f) {
+        f[0] = (ser_tgt * _k49);
+        f[1] = (mot_tgt * _k51);
+        f[2] = death;
+        f[3] = h_entry;
+    }
 }
 
 /* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */

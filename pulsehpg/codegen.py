@@ -449,7 +449,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
     for i, s in enumerate(model.STATES[:nf]):
         lines.append(f"r[{i}] = ({em.emit(L.rates[i])}){_slow_factor(s)}{end}")
-    lines += [f"f[{k}] = {em.emit(e)}{end}" for k, e in enumerate(L.forcing)]
+    lines += _forcing_lines([em.emit(e) for e in L.forcing], lang)
     out["rate_fast"] = lines
     # the same with every drug state and input at zero (the compiler folds them away)
     ne = L.n_endo
@@ -470,7 +470,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed2]
     for i, s in enumerate(model.STATES[:ne]):
         lines.append(f"r[{i}] = ({em.emit(exprs[i])}){_slow_factor(s)}{end}")
-    lines += [f"f[{k}] = {em.emit(e)}{end}" for k, e in enumerate(exprs[ne:])]
+    lines += _forcing_lines([em.emit(e) for e in exprs[ne:]], lang)
     out["rate_nodrug"] = lines
     used, needed = closure(list(L.coarse_rates), L.coarse_vars)
     used |= {"accel"}
@@ -516,6 +516,13 @@ def _body(lang: str) -> dict[str, list[str]]:
     return out
 
 
+def _forcing_lines(exprs: list[str], lang: str) -> list[str]:
+    """The forcing terms, only when asked for (the compiler drops what only they need)."""
+    if lang != "c" or not exprs:
+        return [f"f[{k}] = {e}" for k, e in enumerate(exprs)]
+    return ["if (want_f) {"] + [f"    f[{k}] = {e};" for k, e in enumerate(exprs)] + ["}"]
+
+
 def _ident(name: str) -> str:
     return name.upper()
 
@@ -556,14 +563,18 @@ def c_header() -> str:
         h.append("")
 
     fn("static inline void ph_derived(const double *restrict p, double *restrict d)", b["derived"])
-    fn("/* rates of the fast states [0, NF) and the forcing terms f; coupled coarse states from cv */\n"
-       "static inline void ph_rate(const double *restrict y, const double *restrict p, "
-       "const double *restrict d, const double *restrict u, const double *restrict cv, "
-       "double *restrict r, double *restrict f)", ["(void)cv; (void)f;"] + b["rate_fast"])
+    fn("/* rates of the fast states [0, NF), and with want_f the forcing terms f; coupled\n"
+       " * coarse states from cv. Called with a constant want_f: without it the compiler\n"
+       " * leaves out the arithmetic only the forcing terms need. */\n"
+       "static inline void ph_rate(const double *restrict y, "
+       "const double *restrict p, const double *restrict d, const double *restrict u, "
+       "const double *restrict cv, double *restrict r, double *restrict f, const int want_f)",
+       ["(void)cv; (void)f; (void)want_f;"] + b["rate_fast"])
     fn("/* ph_rate for the states [0, NE) while every drug state and input is zero */\n"
-       "static inline void ph_rate_nodrug(const double *restrict y, const double *restrict p, "
-       "const double *restrict d, const double *restrict u, const double *restrict cv, "
-       "double *restrict r, double *restrict f)", ["(void)u; (void)cv; (void)f;"]
+       "static inline void ph_rate_nodrug("
+       "const double *restrict y, const double *restrict p, const double *restrict d, "
+       "const double *restrict u, const double *restrict cv, double *restrict r, "
+       "double *restrict f, const int want_f)", ["(void)u; (void)cv; (void)f; (void)want_f;"]
        + b["rate_nodrug"])
     fn("/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */\n"
        "static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, "
