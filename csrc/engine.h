@@ -212,7 +212,7 @@ static inline void ph_coarse(double *restrict y, const double *restrict p,
         if (PH_CGROUP[j] == j) ph_etd_coeffs(d[PH_NF + j], H, c + j, NC);
     for (int j = 0; j < NC; j++)
         if (PH_CGROUP[j] != j)
-            for (int m = 0; m < PH_NCOEF; m++) c[m * NC + j] = c[m * NC + PH_CGROUP[j]];
+            for (int r = 0; r < PH_NCOEF; r++) c[r * NC + j] = c[r * NC + PH_CGROUP[j]];
     const double *E = c, *E2 = c + NC, *Q = c + 2 * NC;
     const double *F1 = c + 3 * NC, *F2 = c + 4 * NC, *F3 = c + 5 * NC;
     /* full-length vectors so the generated rate reads states at their own indices */
@@ -424,14 +424,16 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
         }
         if (kind == 1) {
             /* the trajectory goes on its own ladder; the sample is read off a copy */
-            if (te > t) t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
+            if (te > t)
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
             ph_observe(c, i, te, out + (size_t)k * PH_NO);
             k++;
             continue;
         }
         if (kind == 0 && !exact) {
-            if (te > t) t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
+            if (te > t)
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
             break;
         }

@@ -180,7 +180,8 @@ class Cohort:
         self.n_steps = np.zeros(n, dtype=np.int_)
         self._engine = _core.Engine(
             self._y, self._p, self._d, self._u, self._etab, self._next_pulse, self._since,
-            self._tp, self._tc, self._aux, self.keys, self._ctr, self._pump_next, self._pump_dose, self._pump_interval,
+            self._tp, self._tc, self._aux, self.keys, self._ctr, self._pump_next,
+            self._pump_dose, self._pump_interval,
             self.n_pulses, self.n_steps, self.deterministic, self.numerics.h0,
             self.numerics.growth, self.numerics.coarse_step)
         self._t = 0.0
