@@ -14,6 +14,8 @@ cdef extern from "engine.h" nogil:
         PH_NI
         PH_ND
         PH_NO
+        PH_NF
+        PH_NAUX
         PH_MAX_LEVELS
         PH_NCOEF
     ctypedef struct ph_cohort:
@@ -25,6 +27,8 @@ cdef extern from "engine.h" nogil:
         double *next_pulse
         double *since
         double *tp
+        double *tc
+        double *aux
         const uint64_t *key
         uint64_t *ctr
         double *pump_next
@@ -36,6 +40,7 @@ cdef extern from "engine.h" nogil:
         int n_levels
         double h0
         double growth
+        double coarse_step
     void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
     int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples, int ns,
                        double *out, int exact) noexcept
@@ -55,6 +60,8 @@ NP = PH_NP
 NI = PH_NI
 ND = PH_ND
 NO = PH_NO
+NF = PH_NF  # states in the fast loop (the ladder's ETD coefficients are for these)
+NAUX = PH_NAUX  # per-patient multirate bookkeeping (forcing integrals, slopes)
 MAX_LEVELS = PH_MAX_LEVELS
 NCOEF = PH_NCOEF
 
@@ -78,12 +85,12 @@ cdef class Engine:
     def __init__(self, double[:, ::1] y, const double[:, ::1] p, const double[:, ::1] d,
                  const double[:, ::1] u, const double[:, :, :, ::1] etab,
                  double[::1] next_pulse, double[::1] since, double[::1] tp,
-                 const uint64_t[::1] key,
+                 double[::1] tc, double[:, ::1] aux, const uint64_t[::1] key,
                  uint64_t[::1] ctr, double[:, ::1] pump_next, const double[:, ::1] pump_dose,
                  const double[:, ::1] pump_interval, long[::1] n_pulses, long[::1] n_steps,
-                 bint deterministic, double h0, double growth):
-        self._keep = (y, p, d, u, etab, next_pulse, since, tp, key, ctr, pump_next, pump_dose,
-                      pump_interval, n_pulses, n_steps)
+                 bint deterministic, double h0, double growth, double coarse_step):
+        self._keep = (y, p, d, u, etab, next_pulse, since, tp, tc, aux, key, ctr, pump_next,
+                      pump_dose, pump_interval, n_pulses, n_steps)
         self.n = y.shape[0]
         self.c.y = &y[0, 0]
         self.c.p = &p[0, 0]
@@ -93,6 +100,8 @@ cdef class Engine:
         self.c.next_pulse = &next_pulse[0]
         self.c.since = &since[0]
         self.c.tp = &tp[0]
+        self.c.tc = &tc[0]
+        self.c.aux = &aux[0, 0]
         self.c.key = &key[0]
         self.c.ctr = &ctr[0]
         self.c.pump_next = &pump_next[0, 0]
@@ -104,6 +113,7 @@ cdef class Engine:
         self.c.n_levels = etab.shape[1]
         self.c.h0 = h0
         self.c.growth = growth
+        self.c.coarse_step = coarse_step
 
     def first_pulse(self, double t):
         cdef Py_ssize_t i

@@ -11,6 +11,18 @@
  * of the ladder's step sizes are precomputed per patient; only a step cut short
  * by an event boundary computes its own.
  *
+ * Multirate: the coarse states (the last NS - NF: spermatogenic chain, epididymis,
+ * Sertoli and spermatogonial pools, tubular androgen, inhibin B) change over hours
+ * to months and do not act on the pulse-scale dynamics through any fast input. The
+ * fast loop steps only the first NF states; it integrates the coarse rates' fast
+ * inputs (forcing terms) over each step with the stage values, and every coarse_step
+ * hours (at the end of a fast step) one ETDRK4 step moves the coarse states over
+ * the elapsed time with those inputs at their exact averages. Coarse states the fast
+ * rates read (inhibin B) are extrapolated linearly from their last coarse step.
+ * Coarse steps also end wherever the patient's inputs or parameters change (sync),
+ * at exact ends, and on the copies samples are read off, so they follow only the
+ * patient's own events.
+ *
  * Events: GnRH pulses (renewal process, drawn at each pulse from the state
  * then), pump boluses, output samples and the end time. An event exactly at the
  * end time is left for the next call. Each patient keeps its own time on its own
@@ -38,6 +50,8 @@ typedef struct {
     double *next_pulse;          /* n: time of the next endogenous GnRH pulse */
     double *since;               /* n: time since the last pulse or fast bolus */
     double *tp;                  /* n: each patient's own time (<= the cohort's) */
+    double *tc;                  /* n: time the coarse states are at (<= tp) */
+    double *aux;                 /* n x PH_NAUX: forcing moments since tc, coupled slopes */
     const uint64_t *key;         /* n: random stream key */
     uint64_t *ctr;               /* n: random stream position */
     double *pump_next;           /* n x NI: time of the next pump bolus */
@@ -49,7 +63,14 @@ typedef struct {
     int n_levels;                /* ladder levels */
     double h0;                   /* smallest step, hours */
     double growth;               /* step <= growth * time since the last fast event */
+    double coarse_step;          /* hours between coarse steps (at most) */
 } ph_cohort;
+
+/* per patient: forcing integrals since tc (zeroth, then first moments in time since tc),
+ * then the slopes and curvatures of the coupled coarse states */
+#define PH_NAUX (2 * PH_NFRC + 2 * PH_NCPL + 1)
+#define PH_AUX_SLOPE (2 * PH_NFRC)
+#define PH_AUX_CURV (2 * PH_NFRC + PH_NCPL)
 
 /* ETDRK4 coefficients (Cox & Matthews 2002) for clearance k and step h:
  * c[0] = e^{-kh}, c[1] = e^{-kh/2}, c[2] = (1 - e^{-kh/2}) / k,
@@ -58,7 +79,7 @@ typedef struct {
  * f1 = sum (n-2)^2/n! z^(n-3), f2 = sum (n-2)/n! z^(n-3), f3 = sum (4-n)/n! z^(n-3). */
 static inline void ph_etd_coeffs(double k, double h, double *c, int stride) {
     const double z = -k * h;
-    const double e = exp(z), e2 = exp(0.5 * z);
+    const double e2 = exp(0.5 * z), e = e2 * e2; /* one exp: within 2 ulp of exp(z) */
     c[0] = e;
     c[stride] = e2;
     double f1, f2, f3, phi_half;
@@ -97,32 +118,146 @@ static inline void ph_etd_coeffs(double k, double h, double *c, int stride) {
     c[5 * stride] = h * f3;
 }
 
-/* Derived quantities and the ladder's ETD coefficients for one patient. */
+/* Derived quantities and the ladder's ETD coefficients (fast states) for one patient. */
 static inline void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) {
     ph_derived(p, d);
     double h = h0;
     for (int l = 0; l < n_levels; l++) {
-        double *tab = etab + (size_t)l * PH_NCOEF * PH_NS;
-        for (int j = 0; j < PH_NS; j++) ph_etd_coeffs(d[j], h, tab + j, PH_NS);
+        double *tab = etab + (size_t)l * PH_NCOEF * PH_NF;
+        for (int j = 0; j < PH_NF; j++) ph_etd_coeffs(d[j], h, tab + j, PH_NF);
         h *= 2.0;
     }
 }
 
-/* One ETDRK4 step of size h; c holds the coefficient rows (PH_NCOEF x NS). */
-static inline void ph_step(double *restrict y, const double *restrict p, const double *restrict d,
-                           const double *restrict u, const double *restrict c) {
-    const double *E = c, *E2 = c + PH_NS, *Q = c + 2 * PH_NS;
-    const double *F1 = c + 3 * PH_NS, *F2 = c + 4 * PH_NS, *F3 = c + 5 * PH_NS;
-    double nu[PH_NS], na[PH_NS], nb[PH_NS], nc[PH_NS], a[PH_NS], s[PH_NS];
-    ph_rate(y, p, d, u, nu);
-    for (int j = 0; j < PH_NS; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
-    ph_rate(a, p, d, u, na);
-    for (int j = 0; j < PH_NS; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
-    ph_rate(s, p, d, u, nb);
-    for (int j = 0; j < PH_NS; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
-    ph_rate(s, p, d, u, nc);
-    for (int j = 0; j < PH_NS; j++)
+/* Coupled coarse states dt after their time, extrapolated to second order with the
+ * slope at their time and the curvature from the change of slope over the last
+ * coarse step. Never below zero. */
+static inline void ph_coupled_at(const double *restrict y, const double *restrict aux, double dt,
+                                 double *restrict cv) {
+    for (int k = 0; k < PH_NCPL; k++) {
+        const double v = y[PH_CPL[k]]
+                         + dt * (aux[PH_AUX_SLOPE + k] + 0.5 * dt * aux[PH_AUX_CURV + k]);
+        cv[k] = v > 0.0 ? v : 0.0;
+    }
+}
+
+/* One ETDRK4 step of size h of the fast states [0, n); c holds the coefficient rows
+ * (PH_NCOEF x NF). cv0, cvh, cv1: coupled coarse states at the start, middle and end.
+ * The forcing terms' integrals over the step, plain and weighted by the time since the
+ * coarse states' time (s0 at the start), go into acc: trapezoidal rule on the first and
+ * last stage (they vary over hours to days; the middle stages skip them).
+ * nodrug (with n = NE): every drug state and input is zero and stays zero, so only the
+ * states before them are stepped, with the right-hand side that leaves drugs out. */
+static inline __attribute__((always_inline)) void
+ph_step_n(double *restrict y, const double *restrict p, const double *restrict d,
+          const double *restrict u, const double *restrict c, double h, const double *cv0,
+          const double *cvh, const double *cv1, double s0, double *restrict acc, const int n,
+          const int nodrug) {
+    const double *E = c, *E2 = c + PH_NF, *Q = c + 2 * PH_NF;
+    const double *F1 = c + 3 * PH_NF, *F2 = c + 4 * PH_NF, *F3 = c + 5 * PH_NF;
+    double nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
+    double f0[PH_NFRC + 1], fc[PH_NFRC + 1];
+#define PH_RATE(x, cv, r, f, want_f)                                             \
+    (nodrug ? ph_rate_nodrug(x, p, d, u, cv, r, f, want_f)                   \
+            : ph_rate(x, p, d, u, cv, r, f, want_f))
+    PH_RATE(y, cv0, nu, f0, 1);
+    for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
+    PH_RATE(a, cvh, na, NULL, 0);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
+    PH_RATE(s, cvh, nb, NULL, 0);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
+    PH_RATE(s, cv1, nc, fc, 1);
+#undef PH_RATE
+    for (int j = 0; j < n; j++)
         y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
+    const double w = 0.5 * h, s1 = s0 + h;
+    for (int k = 0; k < PH_NFRC; k++) {
+        acc[k] += w * (f0[k] + fc[k]);
+        acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
+    }
+}
+
+/* 1 if every drug state and every input of the patient is zero. */
+static inline int ph_drugs_off(const double *y, const double *u) {
+    for (int j = PH_NE; j < PH_NF; j++)
+        if (y[j] != 0.0) return 0;
+    for (int j = 0; j < PH_NI; j++)
+        if (u[j] != 0.0) return 0;
+    return 1;
+}
+
+/* Move the coarse states from *tc to t in one ETDRK4 step, with each forcing term the
+ * straight line in time with its integral and first moment over that time (aux): a
+ * coarse state driven linearly by it then comes out right to O((kH)^2) relative,
+ * whatever the shape of the forcing within the step (a pulse, a switch-on). Then
+ * restart the moments and take the coupled states' slopes for extrapolation. */
+static inline void ph_coarse(double *restrict y, const double *restrict p,
+                             const double *restrict d, const double *restrict u,
+                             double *restrict aux, double *tc, double t, double hc) {
+    const double Hall = t - *tc;
+    if (!(Hall > 0.0)) return;
+    enum { NC = PH_NS - PH_NF };
+    double fa[PH_NFRC + 1], fb[PH_NFRC + 1], c[PH_NCOEF * NC];
+    double f0[PH_NFRC + 1], fh[PH_NFRC + 1], f1[PH_NFRC + 1];
+    /* least-squares line a + b s on [0, Hall]: b from the first moment about the middle */
+    for (int k = 0; k < PH_NFRC; k++) {
+        const double m0 = aux[k], m1 = aux[PH_NFRC + k];
+        fb[k] = Hall > 1e-6 ? 12.0 * (m1 - 0.5 * Hall * m0) / (Hall * Hall * Hall) : 0.0;
+        fa[k] = m0 / Hall - 0.5 * Hall * fb[k];
+    }
+    /* substeps only when the elapsed time is well beyond the cap (long syncs) */
+    const int m = Hall > 2.0 * hc ? (int)ceil(Hall / (2.0 * hc)) : 1;
+    const double H = Hall / m;
+    for (int j = 0; j < NC; j++) /* one set per distinct clearance */
+        if (PH_CGROUP[j] == j) ph_etd_coeffs(d[PH_NF + j], H, c + j, NC);
+    for (int j = 0; j < NC; j++)
+        if (PH_CGROUP[j] != j)
+            for (int r = 0; r < PH_NCOEF; r++) c[r * NC + j] = c[r * NC + PH_CGROUP[j]];
+    const double *E = c, *E2 = c + NC, *Q = c + 2 * NC;
+    const double *F1 = c + 3 * NC, *F2 = c + 4 * NC, *F3 = c + 5 * NC;
+    /* full-length vectors so the generated rate reads states at their own indices */
+    double nu[PH_NS], na[PH_NS], nb[PH_NS], nc[PH_NS], a[PH_NS], s[PH_NS];
+    double *yc = y + PH_NF;
+    for (int q = 0; q < m; q++) {
+        for (int k = 0; k < PH_NFRC; k++) {
+            f0[k] = fa[k] + fb[k] * (q * H);
+            fh[k] = fa[k] + fb[k] * ((q + 0.5) * H);
+            f1[k] = fa[k] + fb[k] * ((q + 1) * H);
+        }
+        ph_rate_coarse(y, p, d, u, f0, nu);
+        for (int j = 0; j < NC; j++) a[PH_NF + j] = E2[j] * yc[j] + Q[j] * nu[PH_NF + j];
+        ph_rate_coarse(a, p, d, u, fh, na);
+        for (int j = 0; j < NC; j++) s[PH_NF + j] = E2[j] * yc[j] + Q[j] * na[PH_NF + j];
+        ph_rate_coarse(s, p, d, u, fh, nb);
+        for (int j = 0; j < NC; j++)
+            s[PH_NF + j] = E2[j] * a[PH_NF + j] + Q[j] * (2.0 * nb[PH_NF + j] - nu[PH_NF + j]);
+        ph_rate_coarse(s, p, d, u, f1, nc);
+        for (int j = 0; j < NC; j++)
+            yc[j] = E[j] * yc[j] + F1[j] * nu[PH_NF + j]
+                    + F2[j] * (na[PH_NF + j] + nb[PH_NF + j]) + F3[j] * nc[PH_NF + j];
+    }
+    for (int k = 0; k < 2 * PH_NFRC; k++) aux[k] = 0.0;
+    if (PH_NCPL > 0) {
+        /* slope at the end, with the forcing at its value there */
+        ph_rate_coarse(y, p, d, u, f1, nu);
+        for (int k = 0; k < PH_NCPL; k++) {
+            const int j = PH_CPL[k];
+            const double slope = nu[j] - d[j] * y[j];
+            /* curvature only from a step long enough for the difference to mean something */
+            if (Hall > 1e-3) aux[PH_AUX_CURV + k] = (slope - aux[PH_AUX_SLOPE + k]) / Hall;
+            aux[PH_AUX_SLOPE + k] = slope;
+        }
+    }
+    *tc = t;
+}
+
+/* Largest coarse step for a patient: coarse_step, and at most 0.5 / (fastest coarse
+ * clearance) so that coarse states stay well resolved (e.g. sped up in equilibration). */
+static inline double ph_coarse_cap(const ph_cohort *c, const double *d) {
+    double kmax = 0.0;
+    for (int j = PH_NF; j < PH_NS; j++) kmax = d[j] > kmax ? d[j] : kmax;
+    const double cap = kmax > 0.0 ? 0.5 / kmax : c->coarse_step;
+    return cap < c->coarse_step ? cap : c->coarse_step;
 }
 
 /* Integrate one patient's continuous dynamics (state y, time-since-pulse *since) from t
@@ -132,12 +267,17 @@ static inline void ph_step(double *restrict y, const double *restrict p, const d
  * patient's trajectory does not depend on the times at which the cohort is stopped for
  * other patients' events, visits or samples. */
 static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y, double *since,
-                                  double t, double t1, int stop_short, long *steps) {
+                                  double *restrict aux, double *tc, double t, double t1,
+                                  int stop_short, long *steps) {
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
-    const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NS;
-    double own[PH_NCOEF * PH_NS];
+    const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
+    const double hc = ph_coarse_cap(c, d);
+    /* doses and input changes happen between calls: decided once per call */
+    const int nodrug = ph_drugs_off(y, u);
+    double own[PH_NCOEF * PH_NF];
+    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
     while (t < t1) {
         double reach = c->growth * *since;
         int l = 0;
@@ -147,19 +287,27 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
             l++;
         }
         double rest = t1 - t;
-        if (stop_short ? rest < hl * (1.0 - 1e-12) : rest <= hl * (1.0 + 1e-12)) {
-            if (stop_short) break;
+        const int last = stop_short ? rest < hl * (1.0 - 1e-12) : rest <= hl * (1.0 + 1e-12);
+        if (last && stop_short) break;
+        const double h = last ? rest : hl;
+        ph_coupled_at(y, aux, t - *tc, cv0);
+        ph_coupled_at(y, aux, t + 0.5 * h - *tc, cvh);
+        ph_coupled_at(y, aux, t + h - *tc, cv1);
+        const double *coef = etab + (size_t)l * PH_NCOEF * PH_NF;
+        if (last) {
             /* last step to the boundary: its own coefficients */
-            for (int j = 0; j < PH_NS; j++) ph_etd_coeffs(d[j], rest, own + j, PH_NS);
-            ph_step(y, p, d, u, own);
-            *since += rest;
-            t = t1;
-        } else {
-            ph_step(y, p, d, u, etab + (size_t)l * PH_NCOEF * PH_NS);
-            *since += hl;
-            t += hl;
+            for (int j = 0; j < (nodrug ? PH_NE : PH_NF); j++)
+                ph_etd_coeffs(d[j], rest, own + j, PH_NF);
+            coef = own;
         }
+        if (nodrug)
+            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NE, 1);
+        else
+            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NF, 0);
+        t = last ? t1 : t + hl;
+        *since += h;
         (*steps)++;
+        if (t - *tc >= hc) ph_coarse(y, p, d, u, aux, tc, t, hc);
     }
     return t;
 }
@@ -167,20 +315,32 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
 /* Bring patient i's own trajectory exactly to time t (before a dose or a change of
  * inputs or parameters at t). */
 static inline void ph_sync(const ph_cohort *c, int i, double t) {
+    double *y = c->y + (size_t)i * PH_NS;
+    double *aux = c->aux + (size_t)i * PH_NAUX;
     if (c->tp[i] < t) {
-        c->tp[i] = ph_integrate(c, i, c->y + (size_t)i * PH_NS, &c->since[i], c->tp[i], t, 0,
+        c->tp[i] = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], c->tp[i], t, 0,
                                 &c->n_steps[i]);
     }
     if (c->tp[i] < t) c->tp[i] = t;
+    /* the coarse step must not run on inputs or parameters changed at t */
+    const double *d = c->d + (size_t)i * PH_ND;
+    ph_coarse(y, c->p + (size_t)i * PH_NP, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], c->tp[i],
+              ph_coarse_cap(c, d));
 }
 
 /* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched. */
 static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
     const double *y = c->y + (size_t)i * PH_NS;
     for (int j = 0; j < PH_NS; j++) ys[j] = y[j];
-    double since = c->since[i];
+    double aux[PH_NAUX];
+    for (int j = 0; j < PH_NAUX; j++) aux[j] = c->aux[(size_t)i * PH_NAUX + j];
+    double since = c->since[i], tc = c->tc[i];
     long steps = 0;
-    ph_integrate(c, i, ys, &since, c->tp[i], t, 0, &steps);
+    double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps);
+    if (te < t) te = t;
+    const double *d = c->d + (size_t)i * PH_ND;
+    ph_coarse(ys, c->p + (size_t)i * PH_NP, d, c->u + (size_t)i * PH_NI, aux, &tc, te,
+              ph_coarse_cap(c, d));
 }
 
 /* Observables of patient i at time t (see ph_peek). */
@@ -236,6 +396,7 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
+    double *aux = c->aux + (size_t)i * PH_NAUX;
     double *pump_next = c->pump_next + (size_t)i * PH_NI;
     const double *pump_dose = c->pump_dose + (size_t)i * PH_NI;
     const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
@@ -263,21 +424,27 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
         }
         if (kind == 1) {
             /* the trajectory goes on its own ladder; the sample is read off a copy */
-            if (te > t) t = ph_integrate(c, i, y, &c->since[i], t, te, 1, &c->n_steps[i]);
+            if (te > t)
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
             ph_observe(c, i, te, out + (size_t)k * PH_NO);
             k++;
             continue;
         }
         if (kind == 0 && !exact) {
-            if (te > t) t = ph_integrate(c, i, y, &c->since[i], t, te, 1, &c->n_steps[i]);
+            if (te > t)
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
             break;
         }
-        if (te > t) ph_integrate(c, i, y, &c->since[i], t, te, 0, &c->n_steps[i]);
+        if (te > t) ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 0, &c->n_steps[i]);
         if (te > t) t = te;
         c->tp[i] = t;
-        if (kind == 0) break;
+        if (kind == 0) {
+            /* an exact end is the patient's own stop (before a change of parameters) */
+            ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], t, ph_coarse_cap(c, d));
+            break;
+        }
         if (kind == 2) {
             ph_fire_pulse(c, i, t);
         } else {

@@ -9,39 +9,43 @@
 #define PH_ND 121  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
+#define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
+#define PH_NE 16  /* fast states [NE, NF) are drug states */
+#define PH_NFRC 4  /* forcing terms of the coarse rates */
+#define PH_NCPL 1  /* coarse states the fast rates read */
 
 #define PH_S_G 0
-#define PH_S_GONSC 1
-#define PH_S_GONP 2
-#define PH_S_RA 3
-#define PH_S_S 4
-#define PH_S_Z 5
-#define PH_S_PL 6
-#define PH_S_LHA 7
-#define PH_S_LHB 8
-#define PH_S_PF 9
-#define PH_S_F 10
-#define PH_S_LR 11
-#define PH_S_ST 12
-#define PH_S_ITT 13
-#define PH_S_TS 14
-#define PH_S_E2 15
-#define PH_S_INHB 16
-#define PH_S_HCGD 17
-#define PH_S_HCG 18
-#define PH_S_FSHXD 19
-#define PH_S_FSHX 20
-#define PH_S_TED 21
-#define PH_S_TCD 22
-#define PH_S_GEL 23
-#define PH_S_CLOG 24
-#define PH_S_CLO 25
-#define PH_S_TAMG 26
-#define PH_S_TAM 27
-#define PH_S_ANAG 28
-#define PH_S_ANA 29
-#define PH_S_ATUB 30
-#define PH_S_CAP 31
+#define PH_S_RA 1
+#define PH_S_S 2
+#define PH_S_Z 3
+#define PH_S_PL 4
+#define PH_S_LHA 5
+#define PH_S_LHB 6
+#define PH_S_PF 7
+#define PH_S_F 8
+#define PH_S_LR 9
+#define PH_S_ST 10
+#define PH_S_ITT 11
+#define PH_S_TS 12
+#define PH_S_E2 13
+#define PH_S_CAP 14
+#define PH_S_ATUB 15
+#define PH_S_GONSC 16
+#define PH_S_GONP 17
+#define PH_S_HCGD 18
+#define PH_S_HCG 19
+#define PH_S_FSHXD 20
+#define PH_S_FSHX 21
+#define PH_S_TED 22
+#define PH_S_TCD 23
+#define PH_S_GEL 24
+#define PH_S_CLOG 25
+#define PH_S_CLO 26
+#define PH_S_TAMG 27
+#define PH_S_TAM 28
+#define PH_S_ANAG 29
+#define PH_S_ANA 30
+#define PH_S_INHB 31
 #define PH_S_SER 32
 #define PH_S_NSSC 33
 #define PH_S_MQ 34
@@ -349,53 +353,53 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[85] = _k23;
     const double _k24 = ((K_ssc) * (K_ssc));
     d[86] = _k24;
-    const double _k25 = ((k_st * tf) * testis_on);
+    const double _k25 = ((K_eT) * (K_eT));
     d[87] = _k25;
-    const double _k26 = ((K_eT) * (K_eT));
+    const double _k26 = ((k_st * tf) * testis_on);
     d[88] = _k26;
     const double _k27 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
     d[89] = _k27;
     const double _k28 = (1.0 - f_mF);
     d[90] = _k28;
-    const double _k29 = (PH_LN2 / t_gon_abs);
+    const double _k29 = (1.0 / tau_s);
     d[91] = _k29;
-    const double _k30 = (1.0 / tau_s);
+    const double _k30 = (1.0 - f_LHa);
     d[92] = _k30;
-    const double _k31 = (1.0 - f_LHa);
+    const double _k31 = (1.0 / t_recL);
     d[93] = _k31;
-    const double _k32 = (1.0 / t_recL);
+    const double _k32 = ((K_st) * (K_st));
     d[94] = _k32;
-    const double _k33 = ((K_st) * (K_st));
+    const double _k33 = (1.0 / tau_st);
     d[95] = _k33;
-    const double _k34 = (1.0 / tau_st);
+    const double _k34 = (k_itt * rho);
     d[96] = _k34;
-    const double _k35 = (k_itt * rho);
+    const double _k35 = (1.0 + (met_ar * met));
     d[97] = _k35;
-    const double _k36 = (1.0 + (met_ar * met));
+    const double _k36 = (f_E2t / (1.0 - f_E2t));
     d[98] = _k36;
-    const double _k37 = (f_E2t / (1.0 - f_E2t));
+    const double _k37 = (1.0 - b_cap);
     d[99] = _k37;
-    const double _k38 = (1.0 - f_inhg);
+    const double _k38 = (1.0 / tau_cap);
     d[100] = _k38;
-    const double _k39 = (PH_LN2 / t_hcg_abs);
+    const double _k39 = (1.0 / tau_A);
     d[101] = _k39;
-    const double _k40 = (1.0 / V_hcg);
+    const double _k40 = (PH_LN2 / t_gon_abs);
     d[102] = _k40;
-    const double _k41 = (PH_LN2 / t_fshx_abs);
+    const double _k41 = (PH_LN2 / t_hcg_abs);
     d[103] = _k41;
-    const double _k42 = (1.0 / V_fshx);
+    const double _k42 = (1.0 / V_hcg);
     d[104] = _k42;
-    const double _k43 = (PH_LN2 / t_clo_abs);
+    const double _k43 = (PH_LN2 / t_fshx_abs);
     d[105] = _k43;
-    const double _k44 = (PH_LN2 / t_tam_abs);
+    const double _k44 = (1.0 / V_fshx);
     d[106] = _k44;
-    const double _k45 = (PH_LN2 / t_ana_abs);
+    const double _k45 = (PH_LN2 / t_clo_abs);
     d[107] = _k45;
-    const double _k46 = (1.0 / tau_A);
+    const double _k46 = (PH_LN2 / t_tam_abs);
     d[108] = _k46;
-    const double _k47 = (1.0 - b_cap);
+    const double _k47 = (PH_LN2 / t_ana_abs);
     d[109] = _k47;
-    const double _k48 = (1.0 / tau_cap);
+    const double _k48 = (1.0 - f_inhg);
     d[110] = _k48;
     const double _k49 = (1.0 / tau_ser);
     d[111] = _k49;
@@ -418,39 +422,39 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double _k58 = (1.0 / k_st);
     d[120] = _k58;
     d[0] = ((PH_LN2 / t_gnrh));
-    d[1] = ((PH_LN2 / t_gon_abs));
-    d[2] = ((PH_LN2 / t_gon));
-    d[3] = (k_rec);
-    d[4] = ((1.0 / tau_s));
-    d[5] = ((1.0 / tau_z));
-    d[6] = (k_degL);
-    d[7] = ((PH_LN2 / t_LHa));
-    d[8] = ((PH_LN2 / t_LHb));
-    d[9] = (k_degF);
-    d[10] = ((PH_LN2 / t_FSH));
-    d[11] = ((1.0 / t_recL));
-    d[12] = ((1.0 / tau_st));
-    d[13] = (k_itt);
-    d[14] = (((PH_LN2 / t_T) + ((vr * k_itt) * rho)));
-    d[15] = ((PH_LN2 / t_E2));
-    d[16] = ((PH_LN2 / t_inh));
-    d[17] = ((PH_LN2 / t_hcg_abs)) * accel;
-    d[18] = ((PH_LN2 / t_hcg)) * accel;
-    d[19] = ((PH_LN2 / t_fshx_abs)) * accel;
-    d[20] = ((PH_LN2 / t_fshx)) * accel;
-    d[21] = ((PH_LN2 / t_TE)) * accel;
-    d[22] = ((PH_LN2 / t_TC)) * accel;
-    d[23] = ((PH_LN2 / t_gel)) * accel;
-    d[24] = ((PH_LN2 / t_clo_abs)) * accel;
-    d[25] = ((PH_LN2 / t_clo)) * accel;
-    d[26] = ((PH_LN2 / t_tam_abs)) * accel;
-    d[27] = ((PH_LN2 / t_tam)) * accel;
-    d[28] = ((PH_LN2 / t_ana_abs)) * accel;
-    d[29] = ((PH_LN2 / t_ana)) * accel;
-    d[30] = ((1.0 / tau_A)) * accel;
-    d[31] = ((1.0 / tau_cap)) * accel;
+    d[1] = (k_rec);
+    d[2] = ((1.0 / tau_s));
+    d[3] = ((1.0 / tau_z));
+    d[4] = (k_degL);
+    d[5] = ((PH_LN2 / t_LHa));
+    d[6] = ((PH_LN2 / t_LHb));
+    d[7] = (k_degF);
+    d[8] = ((PH_LN2 / t_FSH));
+    d[9] = ((1.0 / t_recL));
+    d[10] = ((1.0 / tau_st));
+    d[11] = (k_itt);
+    d[12] = (((PH_LN2 / t_T) + ((vr * k_itt) * rho)));
+    d[13] = ((PH_LN2 / t_E2));
+    d[14] = ((1.0 / tau_cap)) * accel;
+    d[15] = ((1.0 / tau_A)) * accel;
+    d[16] = ((PH_LN2 / t_gon_abs));
+    d[17] = ((PH_LN2 / t_gon));
+    d[18] = ((PH_LN2 / t_hcg_abs)) * accel;
+    d[19] = ((PH_LN2 / t_hcg)) * accel;
+    d[20] = ((PH_LN2 / t_fshx_abs)) * accel;
+    d[21] = ((PH_LN2 / t_fshx)) * accel;
+    d[22] = ((PH_LN2 / t_TE)) * accel;
+    d[23] = ((PH_LN2 / t_TC)) * accel;
+    d[24] = ((PH_LN2 / t_gel)) * accel;
+    d[25] = ((PH_LN2 / t_clo_abs)) * accel;
+    d[26] = ((PH_LN2 / t_clo)) * accel;
+    d[27] = ((PH_LN2 / t_tam_abs)) * accel;
+    d[28] = ((PH_LN2 / t_tam)) * accel;
+    d[29] = ((PH_LN2 / t_ana_abs)) * accel;
+    d[30] = ((PH_LN2 / t_ana)) * accel;
+    d[31] = ((PH_LN2 / t_inh));
     d[32] = ((1.0 / tau_ser)) * accel;
-    d[33] = (0.0) * accel;
+    d[33] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
     d[34] = ((1.0 / dur_epi)) * accel;
     d[35] = (k_st) * accel;
     d[36] = (k_st) * accel;
@@ -477,7 +481,11 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[57] = (k_epi) * accel;
 }
 
-static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, double *restrict r) {
+/* rates of the fast states [0, NF), and with want_f the forcing terms f; coupled
+ * coarse states from cv. Called with a constant want_f: without it the compiler
+ * leaves out the arithmetic only the forcing terms need. */
+static inline void ph_rate(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f, const int want_f) {
+    (void)cv; (void)f; (void)want_f;
     const double fb_sens = p[9];
     const double F_gon = p[15];
     const double Kd_G = p[17];
@@ -505,9 +513,6 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double K_serT = p[71];
     const double b_ser = p[72];
     const double b_serF = p[73];
-    const double k_inh = p[75];
-    const double f_inhg = p[77];
-    const double b_ssc = p[81];
     const double d_max = p[86];
     const double K_mT = p[90];
     const double K_mF = p[91];
@@ -520,8 +525,6 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double IC_ana = p[121];
     const double ai_max = p[122];
     const double accel = p[131];
-    const double k_st = d[60];
-    const double k_epi = d[61];
     const double _k0 = d[62];
     const double _k1 = d[63];
     const double _k2 = d[64];
@@ -544,10 +547,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k20 = d[82];
     const double _k21 = d[83];
     const double _k22 = d[84];
-    const double _k23 = d[85];
-    const double _k24 = d[86];
     const double _k25 = d[87];
-    const double _k26 = d[88];
     const double _k27 = d[89];
     const double _k28 = d[90];
     const double _k29 = d[91];
@@ -569,66 +569,40 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k45 = d[107];
     const double _k46 = d[108];
     const double _k47 = d[109];
-    const double _k48 = d[110];
     const double _k49 = d[111];
-    const double _k50 = d[112];
     const double _k51 = d[113];
     const double G = y[0];
-    const double GonSC = y[1];
-    const double GonP = y[2];
-    const double Ra = y[3];
-    const double s = y[4];
-    const double z = y[5];
-    const double PL = y[6];
-    const double LHa = y[7];
-    const double LHb = y[8];
-    const double PF = y[9];
-    const double F = y[10];
-    const double Lr = y[11];
-    const double St = y[12];
-    const double ITT = y[13];
-    const double Ts = y[14];
-    const double E2 = y[15];
-    const double InhB = y[16];
-    const double hCGd = y[17];
-    const double hCG = y[18];
-    const double FSHxd = y[19];
-    const double FSHx = y[20];
-    const double TEd = y[21];
-    const double TCd = y[22];
-    const double Gel = y[23];
-    const double CloG = y[24];
-    const double Clo = y[25];
-    const double TamG = y[26];
-    const double Tam = y[27];
-    const double AnaG = y[28];
-    const double Ana = y[29];
-    const double Atub = y[30];
-    const double Cap = y[31];
-    const double Ser = y[32];
-    const double Nssc = y[33];
-    const double x0 = y[35];
-    const double x1 = y[36];
-    const double x2 = y[37];
-    const double x3 = y[38];
-    const double x4 = y[39];
-    const double x5 = y[40];
-    const double x6 = y[41];
-    const double x7 = y[42];
-    const double x8 = y[43];
-    const double x9 = y[44];
-    const double x10 = y[45];
-    const double x11 = y[46];
-    const double x12 = y[47];
-    const double x13 = y[48];
-    const double x14 = y[49];
-    const double x15 = y[50];
-    const double x16 = y[51];
-    const double x17 = y[52];
-    const double x18 = y[53];
-    const double x19 = y[54];
-    const double ep0 = y[55];
-    const double ep1 = y[56];
+    const double Ra = y[1];
+    const double s = y[2];
+    const double z = y[3];
+    const double PL = y[4];
+    const double LHa = y[5];
+    const double LHb = y[6];
+    const double PF = y[7];
+    const double F = y[8];
+    const double Lr = y[9];
+    const double St = y[10];
+    const double ITT = y[11];
+    const double Ts = y[12];
+    const double E2 = y[13];
+    const double Cap = y[14];
+    const double Atub = y[15];
+    const double GonSC = y[16];
+    const double GonP = y[17];
+    const double hCGd = y[18];
+    const double hCG = y[19];
+    const double FSHxd = y[20];
+    const double FSHx = y[21];
+    const double TEd = y[22];
+    const double TCd = y[23];
+    const double Gel = y[24];
+    const double CloG = y[25];
+    const double Clo = y[26];
+    const double TamG = y[27];
+    const double Tam = y[28];
+    const double AnaG = y[29];
+    const double Ana = y[30];
+    const double InhB = cv[0];
     const double inf_testosterone_enanthate = u[0];
     const double inf_testosterone_cypionate = u[1];
     const double inf_testosterone_gel = u[2];
@@ -667,56 +641,231 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double hF_ser = (F_tot / (F_tot + K_serF));
     const double hT_ser = (Atub / (Atub + K_serT));
     const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
-    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
-    const double entry = ((((_k25 * Nssc) * Ser) * ((Atub) * (Atub))) / (((Atub) * (Atub)) + _k26));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k25));
     const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
-    const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
     const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
-    r[1] = ((F_gon * inf_gonadorelin));
-    r[2] = (((_k29 * GonSC) + inf_gonadorelin_iv));
-    r[3] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[4] = ((S * _k30));
-    r[5] = (0.0);
-    r[6] = ((synL - relL));
-    r[7] = ((f_LHa * relL));
-    r[8] = ((_k31 * relL));
-    r[9] = ((synF - relF));
-    r[10] = (relF);
-    r[11] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[12] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
-    r[13] = ((T_prod + (_k35 * Ts)));
-    r[14] = (((_k19 * ITT) + T_exo));
-    r[15] = ((((k_ar * (1.0 - ai_inh)) * _k36) * (Ts + (_k37 * T_testis))));
-    r[16] = (((k_inh * Ser) * (_k38 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
-    r[17] = ((inf_hcg + inf_hmg)) * accel;
-    r[18] = (((_k39 * hCGd) * _k40)) * accel;
-    r[19] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[20] = (((_k41 * FSHxd) * _k42)) * accel;
-    r[21] = ((F_TE * inf_testosterone_enanthate)) * accel;
-    r[22] = ((F_TC * inf_testosterone_cypionate)) * accel;
-    r[23] = ((F_gel * inf_testosterone_gel)) * accel;
-    r[24] = (inf_clomiphene) * accel;
-    r[25] = ((_k43 * CloG)) * accel;
-    r[26] = (inf_tamoxifen) * accel;
-    r[27] = ((_k44 * TamG)) * accel;
-    r[28] = (inf_anastrozole) * accel;
-    r[29] = ((_k45 * AnaG)) * accel;
-    r[30] = ((ITT * _k46)) * accel;
-    r[31] = (((b_cap + ((_k47 * sigLH) / (sigLH + K_cap))) * _k48)) * accel;
-    r[32] = ((ser_tgt * _k49)) * accel;
-    r[33] = (((Nssc * (1.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
-    r[34] = ((mot_tgt * _k51)) * accel;
+    r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
+    r[2] = ((S * _k29));
+    r[3] = (0.0);
+    r[4] = ((synL - relL));
+    r[5] = ((f_LHa * relL));
+    r[6] = ((_k30 * relL));
+    r[7] = ((synF - relF));
+    r[8] = (relF);
+    r[9] = ((_k31 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k32)) * _k33));
+    r[11] = ((T_prod + (_k34 * Ts)));
+    r[12] = (((_k19 * ITT) + T_exo));
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k35) * (Ts + (_k36 * T_testis))));
+    r[14] = (((b_cap + ((_k37 * sigLH) / (sigLH + K_cap))) * _k38)) * accel;
+    r[15] = ((ITT * _k39)) * accel;
+    r[16] = ((F_gon * inf_gonadorelin));
+    r[17] = (((_k40 * GonSC) + inf_gonadorelin_iv));
+    r[18] = ((inf_hcg + inf_hmg)) * accel;
+    r[19] = (((_k41 * hCGd) * _k42)) * accel;
+    r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
+    r[21] = (((_k43 * FSHxd) * _k44)) * accel;
+    r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
+    r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
+    r[24] = ((F_gel * inf_testosterone_gel)) * accel;
+    r[25] = (inf_clomiphene) * accel;
+    r[26] = ((_k45 * CloG)) * accel;
+    r[27] = (inf_tamoxifen) * accel;
+    r[28] = ((_k46 * TamG)) * accel;
+    r[29] = (inf_anastrozole) * accel;
+    r[30] = ((_k47 * AnaG)) * accel;
+    if (want_f) {
+        f[0] = (ser_tgt * _k49);
+        f[1] = (mot_tgt * _k51);
+        f[2] = death;
+        f[3] = h_entry;
+    }
+}
+
+/* ph_rate for the states [0, NE) while every drug state and input is zero */
+static inline void ph_rate_nodrug(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict cv, double *restrict r, double *restrict f, const int want_f) {
+    (void)u; (void)cv; (void)f; (void)want_f;
+    const double fb_sens = p[9];
+    const double Kd_G = p[17];
+    const double k_des = p[18];
+    const double k_rec = p[19];
+    const double sig_L = p[21];
+    const double b_L = p[22];
+    const double K_sL = p[23];
+    const double k_relL = p[24];
+    const double aE_P = p[26];
+    const double aT_P = p[27];
+    const double sig_F = p[28];
+    const double b_F = p[29];
+    const double k_cF = p[32];
+    const double k_relF = p[33];
+    const double aI_F = p[35];
+    const double f_LHa = p[39];
+    const double Kd_L = p[41];
+    const double k_downL = p[43];
+    const double K_cap = p[47];
+    const double b_cap = p[48];
+    const double k_ar = p[59];
+    const double K_serF = p[70];
+    const double K_serT = p[71];
+    const double b_ser = p[72];
+    const double b_serF = p[73];
+    const double d_max = p[86];
+    const double K_mT = p[90];
+    const double K_mF = p[91];
+    const double f_mF = p[92];
+    const double accel = p[131];
+    const double _k6 = d[68];
+    const double _k7 = d[69];
+    const double _k9 = d[71];
+    const double _k10 = d[72];
+    const double _k11 = d[73];
+    const double _k12 = d[74];
+    const double _k13 = d[75];
+    const double _k14 = d[76];
+    const double _k19 = d[81];
+    const double _k20 = d[82];
+    const double _k21 = d[83];
+    const double _k22 = d[84];
+    const double _k25 = d[87];
+    const double _k27 = d[89];
+    const double _k28 = d[90];
+    const double _k29 = d[91];
+    const double _k30 = d[92];
+    const double _k31 = d[93];
+    const double _k32 = d[94];
+    const double _k33 = d[95];
+    const double _k34 = d[96];
+    const double _k35 = d[97];
+    const double _k36 = d[98];
+    const double _k37 = d[99];
+    const double _k38 = d[100];
+    const double _k39 = d[101];
+    const double _k49 = d[111];
+    const double _k51 = d[113];
+    const double G = y[0];
+    const double Ra = y[1];
+    const double s = y[2];
+    const double z = y[3];
+    const double PL = y[4];
+    const double LHa = y[5];
+    const double LHb = y[6];
+    const double PF = y[7];
+    const double F = y[8];
+    const double Lr = y[9];
+    const double St = y[10];
+    const double ITT = y[11];
+    const double Ts = y[12];
+    const double E2 = y[13];
+    const double Cap = y[14];
+    const double Atub = y[15];
+    const double InhB = cv[0];
+    const double fbT = (Ts * _k6);
+    const double fbE = (E2 * _k7);
+    const double G_tot = G;
+    const double theta = (G_tot / (G_tot + Kd_G));
+    const double sensP = (1.0 / (1.0 + (fb_sens * ((aE_P * fbE) + (aT_P * fbT)))));
+    const double S = ((theta * Ra) * sensP);
+    const double relL = ((k_relL * S) * PL);
+    const double synL = ((sig_L * sensP) * (b_L + ((_k9 * s) / (s + K_sL))));
+    const double synF = ((((sig_F * sensP) / (1.0 + ((aI_F * InhB) * _k10))) * (b_F + ((_k11 * ((s) * (s))) / (((s) * (s)) + _k12)))) / (1.0 + (z * _k13)));
+    const double relF = ((k_cF + (k_relF * S)) * PF);
+    const double F_tot = F;
+    const double L_eq = (LHa + LHb);
+    const double phi = (L_eq / (L_eq + Kd_L));
+    const double sigLH = (Lr * phi);
+    const double T_prod = ((_k14 * Cap) * St);
+    const double T_testis = ((_k19 * ITT) * _k20);
+    const double hF_ser = (F_tot / (F_tot + K_serF));
+    const double hT_ser = (Atub / (Atub + K_serT));
+    const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k25));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    r[0] = (0.0);
+    r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
+    r[2] = ((S * _k29));
+    r[3] = (0.0);
+    r[4] = ((synL - relL));
+    r[5] = ((f_LHa * relL));
+    r[6] = ((_k30 * relL));
+    r[7] = ((synF - relF));
+    r[8] = (relF);
+    r[9] = ((_k31 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k32)) * _k33));
+    r[11] = ((T_prod + (_k34 * Ts)));
+    r[12] = ((_k19 * ITT));
+    r[13] = (((k_ar * _k35) * (Ts + (_k36 * T_testis))));
+    r[14] = (((b_cap + ((_k37 * sigLH) / (sigLH + K_cap))) * _k38)) * accel;
+    r[15] = ((ITT * _k39)) * accel;
+    if (want_f) {
+        f[0] = (ser_tgt * _k49);
+        f[1] = (mot_tgt * _k51);
+        f[2] = death;
+        f[3] = h_entry;
+    }
+}
+
+/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */
+static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict fbar, double *restrict r) {
+    (void)fbar;
+    const double k_inh = p[75];
+    const double f_inhg = p[77];
+    const double b_ssc = p[81];
+    const double accel = p[131];
+    const double k_st = d[60];
+    const double k_epi = d[61];
+    const double _k23 = d[85];
+    const double _k24 = d[86];
+    const double _k26 = d[88];
+    const double _k48 = d[110];
+    const double _k50 = d[112];
+    const double Ser = y[32];
+    const double Nssc = y[33];
+    const double x0 = y[35];
+    const double x1 = y[36];
+    const double x2 = y[37];
+    const double x3 = y[38];
+    const double x4 = y[39];
+    const double x5 = y[40];
+    const double x6 = y[41];
+    const double x7 = y[42];
+    const double x8 = y[43];
+    const double x9 = y[44];
+    const double x10 = y[45];
+    const double x11 = y[46];
+    const double x12 = y[47];
+    const double x13 = y[48];
+    const double x14 = y[49];
+    const double x15 = y[50];
+    const double x16 = y[51];
+    const double x17 = y[52];
+    const double x18 = y[53];
+    const double x19 = y[54];
+    const double ep0 = y[55];
+    const double ep1 = y[56];
+    const double _fbar0 = fbar[0];
+    const double _fbar1 = fbar[1];
+    const double _fbar2 = fbar[2];
+    const double _fbar3 = fbar[3];
+    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
+    const double entry = (((_k26 * Nssc) * Ser) * _fbar3);
+    const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
+    r[31] = (((k_inh * Ser) * (_k48 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[32] = (_fbar0) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
+    r[34] = (_fbar1) * accel;
     r[35] = (entry) * accel;
     r[36] = ((k_st * x0)) * accel;
     r[37] = ((k_st * x1)) * accel;
-    r[38] = (((k_st * x2) - (death * x3))) * accel;
-    r[39] = (((k_st * x3) - (death * x4))) * accel;
-    r[40] = (((k_st * x4) - (death * x5))) * accel;
-    r[41] = (((k_st * x5) - (death * x6))) * accel;
-    r[42] = (((k_st * x6) - (death * x7))) * accel;
-    r[43] = (((k_st * x7) - (death * x8))) * accel;
-    r[44] = (((k_st * x8) - (death * x9))) * accel;
+    r[38] = (((k_st * x2) - (_fbar2 * x3))) * accel;
+    r[39] = (((k_st * x3) - (_fbar2 * x4))) * accel;
+    r[40] = (((k_st * x4) - (_fbar2 * x5))) * accel;
+    r[41] = (((k_st * x5) - (_fbar2 * x6))) * accel;
+    r[42] = (((k_st * x6) - (_fbar2 * x7))) * accel;
+    r[43] = (((k_st * x7) - (_fbar2 * x8))) * accel;
+    r[44] = (((k_st * x8) - (_fbar2 * x9))) * accel;
     r[45] = ((k_st * x9)) * accel;
     r[46] = ((k_st * x10)) * accel;
     r[47] = ((k_st * x11)) * accel;
@@ -751,10 +900,10 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k52 = d[114];
     const double _k53 = d[115];
     const double _k54 = d[116];
-    const double Ts = y[14];
-    const double E2 = y[15];
-    const double Clo = y[25];
-    const double Tam = y[27];
+    const double Ts = y[12];
+    const double E2 = y[13];
+    const double Clo = y[26];
+    const double Tam = y[28];
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double q_serm = ((C_clo * _k4) + (C_tam * _k5));
@@ -773,7 +922,7 @@ static inline void ph_apply_pulse(double *restrict y, const double *restrict p, 
     (void)p; (void)d;
     const double tau_z = p[36];
     y[0] += (1.0) * mass;
-    y[5] += (1.0 / tau_z);
+    y[3] += (1.0 / tau_z);
 }
 
 static inline void ph_outputs(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, double *restrict o) {
@@ -788,22 +937,22 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k56 = d[118];
     const double _k57 = d[119];
     const double _k58 = d[120];
-    const double GonP = y[2];
-    const double Ra = y[3];
-    const double LHa = y[7];
-    const double LHb = y[8];
-    const double F = y[10];
-    const double Lr = y[11];
-    const double ITT = y[13];
-    const double Ts = y[14];
-    const double E2 = y[15];
-    const double InhB = y[16];
-    const double hCG = y[18];
-    const double FSHx = y[20];
-    const double Clo = y[25];
-    const double Tam = y[27];
-    const double Ana = y[29];
-    const double Cap = y[31];
+    const double Ra = y[1];
+    const double LHa = y[5];
+    const double LHb = y[6];
+    const double F = y[8];
+    const double Lr = y[9];
+    const double ITT = y[11];
+    const double Ts = y[12];
+    const double E2 = y[13];
+    const double Cap = y[14];
+    const double GonP = y[17];
+    const double hCG = y[19];
+    const double FSHx = y[21];
+    const double Clo = y[26];
+    const double Tam = y[28];
+    const double Ana = y[30];
+    const double InhB = y[31];
     const double Ser = y[32];
     const double Nssc = y[33];
     const double Mq = y[34];
@@ -847,45 +996,47 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
     const double F_fshx = p[108];
     switch (drug) {
     case 0: /* testosterone_enanthate */
-        y[21] += (F_TE) * amount;
+        y[22] += (F_TE) * amount;
         break;
     case 1: /* testosterone_cypionate */
-        y[22] += (F_TC) * amount;
+        y[23] += (F_TC) * amount;
         break;
     case 2: /* testosterone_gel */
-        y[23] += (F_gel) * amount;
+        y[24] += (F_gel) * amount;
         break;
     case 3: /* gonadorelin */
-        y[1] += (F_gon) * amount;
-        y[5] += (1.0 / tau_z);
+        y[16] += (F_gon) * amount;
+        y[3] += (1.0 / tau_z);
         break;
     case 4: /* gonadorelin_iv */
-        y[2] += (1.0) * amount;
-        y[5] += (1.0 / tau_z);
+        y[17] += (1.0) * amount;
+        y[3] += (1.0 / tau_z);
         break;
     case 5: /* hcg */
-        y[17] += (1.0) * amount;
+        y[18] += (1.0) * amount;
         break;
     case 6: /* fsh */
-        y[19] += (F_fshx) * amount;
+        y[20] += (F_fshx) * amount;
         break;
     case 7: /* hmg */
-        y[19] += (F_fshx) * amount;
-        y[17] += (1.0) * amount;
+        y[20] += (F_fshx) * amount;
+        y[18] += (1.0) * amount;
         break;
     case 8: /* clomiphene */
-        y[24] += (1.0) * amount;
+        y[25] += (1.0) * amount;
         break;
     case 9: /* tamoxifen */
-        y[26] += (1.0) * amount;
+        y[27] += (1.0) * amount;
         break;
     case 10: /* anastrozole */
-        y[28] += (1.0) * amount;
+        y[29] += (1.0) * amount;
         break;
     default: break;
     }
 }
 
+static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};
+static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 24, 24, 24};
 static const int PH_DRUG_FAST[PH_NI] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
 
 #endif

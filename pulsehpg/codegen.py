@@ -8,6 +8,14 @@
 
 Parameters whose value depends on nothing but other parameters (clearances,
 stage transit rates) are evaluated once per patient into a "derived" vector.
+
+Coarse states (``State.coarse``) get their own right-hand side. Every maximal
+sub-expression of their rates that reads fast states only becomes a *forcing*
+term: the fast right-hand side evaluates it at every stage (the core integrates
+it over each fast step), and the coarse right-hand side reads its time average
+over the coarse step instead. Coarse states that the fast rates read
+(*coupled* states) reach the fast right-hand side through a separate vector, so
+the core can hand it their values extrapolated to each stage time.
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ class Layout:
     pulse: tuple[str, ...]  # interval mean, mass mean, interval shape, mass CV, regular interval
     output_exprs: tuple[str, ...]
     output_vars: tuple[model.Var, ...]
+    # multirate split (see the module docstring)
+    n_fast: int  # states [0, n_fast) are stepped in the fast loop, the rest are coarse
+    forcing: tuple[str, ...]  # fast-only sub-expressions of the coarse rates
+    coarse_rates: tuple[str, ...]  # rates of the coarse states, forcing replaced by _fbar<k>
+    coarse_vars: tuple[model.Var, ...]  # state-dependent vars the coarse rates need
+    coupled: tuple[str, ...]  # coarse states read by the fast rates
+    n_endo: int  # fast states [n_endo, n_fast) are drug states: zero until a drug is given
 
     @property
     def n_derived(self) -> int:
@@ -122,7 +137,197 @@ def _build_layout() -> Layout:
                 for src, name in table.items()]
     return Layout(states, params, inputs, tuple(derived), tuple(dynamic),
                   tuple(o.name for o in model.OUTPUTS), rates, pulse, output_exprs,
-                  output_vars)
+                  output_vars, *_multirate(states, dynamic, rates),
+                  _drug_block(states, inputs, dynamic))
+
+
+class _Forcing(ast.NodeTransformer):
+    """Replace maximal sub-expressions that read fast states (and no coarse ones) by
+    names of forcing terms."""
+
+    def __init__(self, kind: dict[str, str], table: dict[str, str]):
+        self.kind, self.table = kind, table
+
+    def kinds(self, node) -> set[str]:
+        return {self.kind[n.id] for n in ast.walk(node)
+                if isinstance(n, ast.Name) and n.id in self.kind}
+
+    def visit(self, node):
+        k = self.kinds(node)
+        if "F" in k and "C" not in k and isinstance(node, ast.expr):
+            name = self.table.setdefault(ast.unparse(node), f"_fbar{len(self.table)}")
+            return ast.copy_location(ast.Name(name, ast.Load()), node)
+        if isinstance(node, ast.Name):
+            return node
+        return self.generic_visit(node)
+
+    def __call__(self, expr: str) -> str:
+        return ast.unparse(self.visit(ast.parse(expr, mode="eval")))
+
+
+def _nonlinear_uses(node, names: set[str], linear: bool = True) -> set[str]:
+    """Names from `names` that occur anywhere but in sums, products and numerators."""
+    if isinstance(node, ast.Name):
+        return set() if linear or node.id not in names else {node.id}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+        return (_nonlinear_uses(node.left, names, linear)
+                | _nonlinear_uses(node.right, names, linear))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+        return _nonlinear_uses(node.left, names, linear) | _nonlinear_uses(node.right, names, False)
+    if isinstance(node, ast.UnaryOp):
+        return _nonlinear_uses(node.operand, names, linear)
+    return set().union(set(), *(_nonlinear_uses(c, names, False)
+                                for c in ast.iter_child_nodes(node)))
+
+
+def _multirate(states, dynamic, rates):
+    """The coarse/fast split: (n_fast, forcing, coarse rates, coarse vars, coupled)."""
+    coarse = [s.coarse for s in model.STATES]
+    n_fast = coarse.index(True) if any(coarse) else len(coarse)
+    if not all(coarse[n_fast:]):
+        raise ValueError("coarse states must come last in model.STATES")
+    kind = {s: ("C" if c else "F") for s, c in zip(states, coarse)}
+    for v in dynamic:  # a var is coarse if it reads any coarse state, else fast
+        ks = {kind[n] for n in _names(v.expr) if n in kind}
+        if ks:
+            kind[v.name] = "C" if "C" in ks else "F"
+    table: dict[str, str] = {}
+    force = _Forcing(kind, table)
+    coarse_rates = tuple(force(rates[i]) for i in range(n_fast, len(states)))
+    used = set().union(*(_names(e) for e in coarse_rates)) if coarse_rates else set()
+    needed = []
+    for v in reversed(dynamic):  # only the coarse vars the coarse rates need
+        if kind.get(v.name) == "C" and v.name in used:
+            expr = force(v.expr)
+            needed.append(model.Var(v.name, expr, v.meaning))
+            used |= _names(expr)
+    needed.reverse()
+    # forcing terms are averaged over a coarse step: only exact where they enter linearly
+    carrying = set(table.values())
+    for v in needed:
+        if _names(v.expr) & carrying:
+            carrying.add(v.name)
+    for where, expr in [(v.name, v.expr) for v in needed] + list(
+            zip(states[n_fast:], coarse_rates)):
+        bad = _nonlinear_uses(ast.parse(expr, mode="eval").body, carrying)
+        if bad:
+            raise ValueError(f"{where}: fast inputs {sorted(bad)} enter a coarse rate "
+                             "non-linearly (in a division, power or function)")
+    if used & set(states[:n_fast]):
+        raise ValueError("coarse rates read fast states outside forcing terms: "
+                         f"{sorted(used & set(states[:n_fast]))}")
+    # coarse states the fast rates and the forcing terms read (through vars)
+    fast_used = set().union(*(_names(e) for e in list(rates[:n_fast]) + list(table)))
+    for v in reversed(dynamic):
+        if v.name in fast_used:
+            fast_used |= _names(v.expr)
+    coupled = tuple(s for s in states[n_fast:] if s in fast_used)
+    pulse_used = set().union(*(_names(e) for e in (model.PULSE.interval_mean,
+                                                   model.PULSE.mass_mean)))
+    for v in reversed(dynamic):
+        if v.name in pulse_used:
+            pulse_used |= _names(v.expr)
+    targets = {st for dr in model.DRUGS for st, _ in dr.targets}
+    targets |= {st for st, _ in model.PULSE.effects + model.PULSE.counts}
+    bad = (pulse_used | targets) & set(states[n_fast:])
+    if bad:
+        raise ValueError(f"the pulse law and doses must not touch coarse states: {sorted(bad)}")
+    forcing = tuple(src for src, _ in sorted(table.items(), key=lambda kv: int(kv[1][5:])))
+    return n_fast, forcing, coarse_rates, tuple(needed), coupled
+
+
+class _Zeros(ast.NodeTransformer):
+    """Set some names to zero and fold what follows (0 * x, x + 0, 1 * x, constants), as
+    IEEE arithmetic does for finite x: the folded expression gives the same bits."""
+
+    def __init__(self, zero: dict[str, float]):
+        self.const = dict(zero)
+
+    @staticmethod
+    def _c(node):
+        return node.value if isinstance(node, ast.Constant) else None
+
+    def visit_Name(self, node):
+        if node.id in self.const:
+            return ast.copy_location(ast.Constant(float(self.const[node.id])), node)
+        return node
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        v = self._c(node.operand)
+        return ast.Constant(-v) if v is not None and isinstance(node.op, ast.USub) else node
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        a, b, op = self._c(node.left), self._c(node.right), node.op
+        if a is not None and b is not None and not isinstance(op, ast.Pow) \
+                and not (isinstance(op, ast.Div) and b == 0.0):
+            return ast.Constant({ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b,
+                                 ast.Div: a / b if b else 0.0}[type(op)])
+        if isinstance(op, ast.Mult):
+            if a == 0.0 or b == 0.0:
+                return ast.Constant(0.0)
+            if a == 1.0:
+                return node.right
+            if b == 1.0:
+                return node.left
+        if isinstance(op, ast.Div):
+            if a == 0.0:
+                return ast.Constant(0.0)
+            if b == 1.0:
+                return node.left
+        if isinstance(op, ast.Add):
+            if a == 0.0:
+                return node.right
+            if b == 0.0:
+                return node.left
+        if isinstance(op, ast.Sub) and b == 0.0:
+            return node.left
+        if isinstance(op, ast.Pow) and a == 0.0 and b is not None and b > 0:
+            return ast.Constant(0.0)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if node.func.id == "pos" and self._c(node.args[0]) is not None:
+            return ast.Constant(max(self._c(node.args[0]), 0.0))
+        return node
+
+    def __call__(self, expr: str) -> str:
+        return ast.unparse(self.visit(ast.parse(expr, mode="eval")))
+
+
+def _drug_block(states, inputs, dynamic) -> int:
+    """First index of the drug states: the dose targets and the states their rates feed,
+    whose rates read only drug states, inputs and parameters. They must be the last fast
+    states; while all of them and every input are zero they stay zero, and the core
+    steps only the states before them."""
+    expanded = {}
+    for v in dynamic:
+        names = _names(v.expr)
+        expanded[v.name] = set().union(names, *(expanded.get(n, set()) for n in names))
+
+    def reads(expr):
+        names = _names(expr)
+        return set().union(names, *(expanded.get(n, set()) for n in names)) & set(states)
+
+    rate = dict(zip(states, (s.rate for s in model.STATES)))
+    block = {st for dr in model.DRUGS for st, _ in dr.targets}
+    block |= {s for s in states if _names(rate[s]) & set(inputs)}
+    grown = True
+    while grown:
+        new = {s for s in states if s not in block and reads(rate[s]) & block
+               and reads(rate[s]) <= block}
+        block |= new
+        grown = bool(new)
+    pulse = {st for st, _ in model.PULSE.effects + model.PULSE.counts}
+    block -= pulse
+    idx = sorted(states.index(s) for s in block)
+    if idx and idx != list(range(idx[0], idx[0] + len(idx))):
+        raise ValueError("drug states must be contiguous in model.STATES")
+    if any(reads(rate[s]) - block for s in block):
+        raise ValueError("drug states' rates must read drug states only")
+    return idx[0] if idx else len(states)
 
 
 LAYOUT = _build_layout()
@@ -232,6 +437,53 @@ def _body(lang: str) -> dict[str, list[str]]:
         lines.append(f"r[{i}] = ({em.emit(L.rates[i])}){_slow_factor(s)}{end}")
     out["rate"] = lines
 
+    # multirate: the fast rates with the forcing terms, and the coarse rates
+    nf = L.n_fast
+    exprs = list(L.rates[:nf]) + list(L.forcing)
+    used, needed = closure(exprs, L.dynamic)
+    used |= {"accel"}
+    lines = unpack_params(used) + unpack_derived(used)
+    lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states[:nf]) if s in used]
+    lines += [f"{decl}{s} = cv[{k}]{end}" for k, s in enumerate(L.coupled) if s in used]
+    lines += unpack_inputs(used)
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
+    for i, s in enumerate(model.STATES[:nf]):
+        lines.append(f"r[{i}] = ({em.emit(L.rates[i])}){_slow_factor(s)}{end}")
+    lines += _forcing_lines([em.emit(e) for e in L.forcing], lang)
+    out["rate_fast"] = lines
+    # the same with every drug state and input at zero (the compiler folds them away)
+    ne = L.n_endo
+    zero = _Zeros({s: 0.0 for s in list(L.states[ne:nf]) + list(L.inputs)})
+    folded = []
+    for v in needed:
+        e = zero(v.expr)
+        if isinstance(ast.parse(e, mode="eval").body, ast.Constant):
+            zero.const[v.name] = float(ast.parse(e, mode="eval").body.value)
+        else:
+            folded.append(model.Var(v.name, e))
+    exprs = [zero(L.rates[i]) for i in range(ne)] + [zero(e) for e in L.forcing]
+    used2, needed2 = closure(exprs, tuple(folded))
+    used2 |= {"accel"}
+    lines = unpack_params(used2) + unpack_derived(used2)
+    lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states[:ne]) if s in used2]
+    lines += [f"{decl}{s} = cv[{k}]{end}" for k, s in enumerate(L.coupled) if s in used2]
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed2]
+    for i, s in enumerate(model.STATES[:ne]):
+        lines.append(f"r[{i}] = ({em.emit(exprs[i])}){_slow_factor(s)}{end}")
+    lines += _forcing_lines([em.emit(e) for e in exprs[ne:]], lang)
+    out["rate_nodrug"] = lines
+    used, needed = closure(list(L.coarse_rates), L.coarse_vars)
+    used |= {"accel"}
+    lines = unpack_params(used) + unpack_derived(used)
+    lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states) if s in used and i >= nf]
+    lines += unpack_inputs(used)
+    lines += [f"{decl}_fbar{k} = fbar[{k}]{end}" for k in range(len(L.forcing))
+              if f"_fbar{k}" in used]
+    lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
+    for i, s in enumerate(model.STATES[nf:], start=nf):
+        lines.append(f"r[{i}] = ({em.emit(L.coarse_rates[i - nf])}){_slow_factor(s)}{end}")
+    out["rate_coarse"] = lines
+
     # pulse generator: mean interval and mass, shape and CV
     pg = model.PULSE
     exprs = list(L.pulse)
@@ -264,6 +516,13 @@ def _body(lang: str) -> dict[str, list[str]]:
     return out
 
 
+def _forcing_lines(exprs: list[str], lang: str) -> list[str]:
+    """The forcing terms, only when asked for (the compiler drops what only they need)."""
+    if lang != "c" or not exprs:
+        return [f"f[{k}] = {e}" for k, e in enumerate(exprs)]
+    return ["if (want_f) {"] + [f"    f[{k}] = {e};" for k, e in enumerate(exprs)] + ["}"]
+
+
 def _ident(name: str) -> str:
     return name.upper()
 
@@ -283,6 +542,10 @@ def c_header() -> str:
         f"#define PH_ND {L.n_derived}  /* derived: clearances, then param-only quantities */",
         f"#define PH_NO {len(L.outputs)}  /* observables */",
         "#define PH_LN2 0.69314718055994530942",
+        f"#define PH_NF {L.n_fast}  /* states [0, NF) in the fast loop; [NF, NS) coarse */",
+        f"#define PH_NE {L.n_endo}  /* fast states [NE, NF) are drug states */",
+        f"#define PH_NFRC {len(L.forcing)}  /* forcing terms of the coarse rates */",
+        f"#define PH_NCPL {len(L.coupled)}  /* coarse states the fast rates read */",
         "",
     ]
     for i, s in enumerate(L.states):
@@ -300,8 +563,23 @@ def c_header() -> str:
         h.append("")
 
     fn("static inline void ph_derived(const double *restrict p, double *restrict d)", b["derived"])
-    fn("static inline void ph_rate(const double *restrict y, const double *restrict p, "
-       "const double *restrict d, const double *restrict u, double *restrict r)", b["rate"])
+    fn("/* rates of the fast states [0, NF), and with want_f the forcing terms f; coupled\n"
+       " * coarse states from cv. Called with a constant want_f: without it the compiler\n"
+       " * leaves out the arithmetic only the forcing terms need. */\n"
+       "static inline void ph_rate(const double *restrict y, "
+       "const double *restrict p, const double *restrict d, const double *restrict u, "
+       "const double *restrict cv, double *restrict r, double *restrict f, const int want_f)",
+       ["(void)cv; (void)f; (void)want_f;"] + b["rate_fast"])
+    fn("/* ph_rate for the states [0, NE) while every drug state and input is zero */\n"
+       "static inline void ph_rate_nodrug("
+       "const double *restrict y, const double *restrict p, const double *restrict d, "
+       "const double *restrict u, const double *restrict cv, double *restrict r, "
+       "double *restrict f, const int want_f)", ["(void)u; (void)cv; (void)f; (void)want_f;"]
+       + b["rate_nodrug"])
+    fn("/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */\n"
+       "static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, "
+       "const double *restrict d, const double *restrict u, const double *restrict fbar, "
+       "double *restrict r)", ["(void)fbar;"] + b["rate_coarse"])
     fn("static inline void ph_pulse_law(const double *restrict y, const double *restrict p, "
        "const double *restrict d, double *restrict g)", b["pulse"])
     fn("static inline void ph_apply_pulse(double *restrict y, const double *restrict p, "
@@ -329,6 +607,12 @@ def c_header() -> str:
     lines.append("}")
     fn("static inline void ph_dose(double *restrict y, const double *restrict p, "
        "const double *restrict d, int drug, double amount)", lines)
+    cpl = ", ".join(str(L.state_index(st)) for st in L.coupled) or "-1"
+    h.append(f"static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {{{cpl}}};")
+    # coarse states with the same clearance share their ETD coefficients
+    keys = [(s.clearance, s.slow) for s in model.STATES[L.n_fast:]]
+    group = ", ".join(str(keys.index(k)) for k in keys) or "0"
+    h.append(f"static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {{{group}}};")
     fast = ", ".join("1" if dr.fast else "0" for dr in model.DRUGS)
     h.append(f"static const int PH_DRUG_FAST[PH_NI] = {{{fast}}};")
     h.append("")

@@ -14,6 +14,14 @@ Conventions
 * ``slow`` states change over days to months; while a new cohort is equilibrated
   their dynamics are sped up by ``accel`` (a pure time rescaling that leaves the
   steady state unchanged). ``accel`` is 1 during every simulation.
+* ``coarse`` states (listed last) vary over hours to months and act on the
+  pulse-scale dynamics only through slowly varying values: the core steps them on
+  coarse steps (about 2 h) driven by their fast inputs' exact time averages and
+  trends over each step, and lets the pulse-scale states see them extrapolated
+  linearly. Fast inputs must enter coarse rates linearly (as factors or terms, not
+  inside a division or a function). States that feed back into the pulse-scale
+  dynamics through a fast input (the Leydig LH receptor and capacity, drug depots)
+  are not coarse.
 * Expressions are Python syntax over parameter symbols, state names, earlier
   ``Var`` names, infusion inputs ``inf_<drug>`` and the functions ``exp``, ``log``,
   ``sqrt`` and ``pos`` (max(x, 0)). Powers with a literal integer exponent are
@@ -44,6 +52,7 @@ class State:
     clearance: str = "0"
     slow: bool = False
     meaning: str = ""
+    coarse: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ VARS: tuple[Var, ...] = (
     Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2)"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),
-    Var("entry", "k_st * tf * testis_on * Nssc * Ser * Atub**2 / (Atub**2 + K_eT**2)",
-        "germ-cell entry, stages/h"),
+    Var("h_entry", "Atub**2 / (Atub**2 + K_eT**2)", "androgen support of germ-cell entry"),
+    Var("entry", "k_st * tf * testis_on * Nssc * Ser * h_entry", "germ-cell entry, stages/h"),
     Var("death", "d_max * (1.0 - Atub**8 / (Atub**8 + K_dT**8))",
         "apoptosis of hormone-dependent germ cells, 1/h"),
     Var("early_gc", f"({_early}) / {len(EARLY_STAGES)}.0"),
@@ -141,10 +150,6 @@ VARS: tuple[Var, ...] = (
 # ---------------------------------------------------------------------------
 _fast = [
     State("G", "pg/mL", 0.0, "0.0", "LN2 / t_gnrh", meaning="portal GnRH (endogenous)"),
-    State("GonSC", "ug", 0.0, "F_gon * inf_gonadorelin", "LN2 / t_gon_abs",
-          meaning="gonadorelin in the subcutaneous depot"),
-    State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
-          meaning="gonadorelin in plasma"),
     State("Ra", "1", 1.0, "k_rec * (1.0 - theta)**4 * (1.0 - Ra) - k_des * theta * Ra + k_rec * Ra",
           "k_rec", meaning="responsive (non-desensitized) GnRH receptor fraction; "
           "recovery needs unbound receptor"),
@@ -169,10 +174,22 @@ _fast = [
           "k_ar * (1.0 - ai_inh) * (1.0 + met_ar * met)"
           " * (Ts + f_E2t / (1.0 - f_E2t) * T_testis)", "LN2 / t_E2",
           meaning="serum estradiol"),
-    State("InhB", "pg/mL", 170.0, "k_inh * Ser * ((1.0 - f_inhg) + f_inhg * early_gc"
-          " / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B"),
+]
+_slow = [
+    # Leydig capacity feeds T production and is driven by the pulsatile LH signal
+    # through a saturating function: it stays in the fast loop
+    State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
+          "1.0 / tau_cap", True, "Leydig trophic capacity"),
+    # tubular androgen drives the coarse states through steep functions, from zero
+    # after a suppression: in the fast loop, so that their averages are exact
+    State("Atub", "nmol/L", 1100.0, "ITT / tau_A", "1.0 / tau_A", True,
+          "androgen action in the seminiferous tubules (ITT averaged by AR signalling)"),
 ]
 _drugs = [
+    State("GonSC", "ug", 0.0, "F_gon * inf_gonadorelin", "LN2 / t_gon_abs",
+          meaning="gonadorelin in the subcutaneous depot"),
+    State("GonP", "ug", 0.0, "LN2 / t_gon_abs * GonSC + inf_gonadorelin_iv", "LN2 / t_gon",
+          meaning="gonadorelin in plasma"),
     State("hCGd", "IU", 0.0, "inf_hcg + inf_hmg", "LN2 / t_hcg_abs", True,
           "hCG (and hMG LH activity) at the injection site"),
     State("hCG", "IU/L", 0.0, "LN2 / t_hcg_abs * hCGd / V_hcg", "LN2 / t_hcg", True, "serum hCG"),
@@ -194,31 +211,36 @@ _drugs = [
     State("Ana", "mg", 0.0, "LN2 / t_ana_abs * AnaG", "LN2 / t_ana", True,
           "anastrozole in body"),
 ]
-_slow = [
-    State("Atub", "nmol/L", 1100.0, "ITT / tau_A", "1.0 / tau_A", True,
-          "androgen action in the seminiferous tubules (ITT averaged by AR signalling)"),
-    State("Cap", "1", 0.5, "(b_cap + (1.0 - b_cap) * sigLH / (sigLH + K_cap)) / tau_cap",
-          "1.0 / tau_cap", True, "Leydig trophic capacity"),
-    State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function"),
+_coarse = [
+    State("InhB", "pg/mL", 170.0, "k_inh * Ser * ((1.0 - f_inhg) + f_inhg * early_gc"
+          " / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B", coarse=True),
+    State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function",
+          coarse=True),
+    # logistic growth N (1 - N / tgt) / tau, written as rate - N / tau so that its time
+    # scale is a clearance: the core then integrates it exactly and bounds coarse steps by it
     State("Nssc", "1", 0.7,
-          "Nssc * (1.0 - Nssc / ssc_tgt) / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))",
-          "0.0", True, "spermatogonial (stem-cell) pool: logistic self-renewal towards the "
-          "capacity Sertoli support allows"),
+          "Nssc * (2.0 - Nssc / ssc_tgt) / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))",
+          "1.0 / (tau_ssc * (1.0 + ssc_age * pos(age - 35.0)))", True,
+          "spermatogonial (stem-cell) pool: logistic self-renewal towards the "
+          "capacity Sertoli support allows", coarse=True),
     State("Mq", "1", 0.8, "mot_tgt / dur_epi", "1.0 / dur_epi", True,
-          "epididymal maturation quality (motility)"),
+          "epididymal maturation quality (motility)", coarse=True),
 ]
 _chain = []
 for _i in range(N_STAGES):
     _inflow = "entry" if _i == 0 else f"k_st * x{_i - 1}"
     _loss = f" - death * x{_i}" if _i in DEATH_STAGES else ""
     _chain.append(State(f"x{_i}", "1", 0.5, _inflow + _loss, "k_st", True,
-                        f"germ cells in spermatogenic stage {_i + 1} of {N_STAGES}"))
+                        f"germ cells in spermatogenic stage {_i + 1} of {N_STAGES}",
+                        coarse=True))
 for _j in range(N_EPI):
     _inflow = f"k_st * x{N_STAGES - 1}" if _j == 0 else f"k_epi * ep{_j - 1}"
     _chain.append(State(f"ep{_j}", "1", 0.5, _inflow, "k_epi", True,
-                        f"sperm in epididymal compartment {_j + 1} of {N_EPI}"))
+                        f"sperm in epididymal compartment {_j + 1} of {N_EPI}",
+                        coarse=True))
 
-STATES: tuple[State, ...] = tuple(_fast + _drugs + _slow + _chain)
+# order: pulse-scale states, drug states (zero until a drug is given), coarse states
+STATES: tuple[State, ...] = tuple(_fast + _slow + _drugs + _coarse + _chain)
 
 # ---------------------------------------------------------------------------
 # Drugs: where a dose goes and with what bioavailability
