@@ -126,9 +126,9 @@ VARS: tuple[Var, ...] = (
     Var("hT_ser", "Atub / (Atub + K_serT)"),
     # Supraphysiological tubular androgen (high-dose hCG) substitutes in part for FSH at the
     # Sertoli cell: hCG alone restores spermatogenesis in men with adult-onset
-    # gonadotropin deficiency (Finkel 1985; Burris 1988) and T alone in FSH-less mice
-    # (Singh & Handelsman 1995). The threshold lies above normal ITT, so baseline, TRT
-    # and spontaneous recovery are almost unchanged.
+    # gonadotropin deficiency (Finkel 1985) or partial congenital deficiency (Burris 1988),
+    # and T alone in FSH-less mice (Singh & Handelsman 1995). A steep Hill (8) above
+    # normal ITT keeps baseline, TRT and spontaneous recovery almost unchanged.
     Var("sub_TF", "s_TF * Atub**8 / (Atub**8 + K_TF**8)",
         "share of the FSH deficit at the Sertoli cell made up by androgen"),
     Var("hF_eff", "1.0 - (1.0 - hF_ser) * (1.0 - sub_TF)"),
