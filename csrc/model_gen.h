@@ -4,9 +4,9 @@
 #include <math.h>
 
 #define PH_NS 58  /* states */
-#define PH_NP 132  /* parameters */
+#define PH_NP 134  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 121  /* derived: clearances, then param-only quantities */
+#define PH_ND 122  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 #define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
@@ -204,6 +204,8 @@
 #define PH_P_V_SEMEN 129
 #define PH_P_SD_MOT 130
 #define PH_P_ACCEL 131
+#define PH_P_S_TF 132
+#define PH_P_K_TF 133
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -295,6 +297,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double t_ana = p[119];
     const double V_ana = p[120];
     const double accel = p[131];
+    const double K_TF = p[133];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
     d[58] = agef;
     const double k_itt = (PH_LN2 / t_itt);
@@ -345,82 +348,84 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[81] = _k19;
     const double _k20 = (1.0 / (PH_LN2 / t_T));
     d[82] = _k20;
-    const double _k21 = (1.0 - b_serF);
+    const double _k21 = ((K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF));
     d[83] = _k21;
-    const double _k22 = (1.0 - b_ser);
+    const double _k22 = (1.0 - b_serF);
     d[84] = _k22;
-    const double _k23 = (1.0 - b_ssc);
+    const double _k23 = (1.0 - b_ser);
     d[85] = _k23;
-    const double _k24 = ((K_ssc) * (K_ssc));
+    const double _k24 = (1.0 - b_ssc);
     d[86] = _k24;
-    const double _k25 = ((K_eT) * (K_eT));
+    const double _k25 = ((K_ssc) * (K_ssc));
     d[87] = _k25;
-    const double _k26 = ((k_st * tf) * testis_on);
+    const double _k26 = ((K_eT) * (K_eT));
     d[88] = _k26;
-    const double _k27 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
+    const double _k27 = ((k_st * tf) * testis_on);
     d[89] = _k27;
-    const double _k28 = (1.0 - f_mF);
+    const double _k28 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
     d[90] = _k28;
-    const double _k29 = (1.0 / tau_s);
+    const double _k29 = (1.0 - f_mF);
     d[91] = _k29;
-    const double _k30 = (1.0 - f_LHa);
+    const double _k30 = (1.0 / tau_s);
     d[92] = _k30;
-    const double _k31 = (1.0 / t_recL);
+    const double _k31 = (1.0 - f_LHa);
     d[93] = _k31;
-    const double _k32 = ((K_st) * (K_st));
+    const double _k32 = (1.0 / t_recL);
     d[94] = _k32;
-    const double _k33 = (1.0 / tau_st);
+    const double _k33 = ((K_st) * (K_st));
     d[95] = _k33;
-    const double _k34 = (k_itt * rho);
+    const double _k34 = (1.0 / tau_st);
     d[96] = _k34;
-    const double _k35 = (1.0 + (met_ar * met));
+    const double _k35 = (k_itt * rho);
     d[97] = _k35;
-    const double _k36 = (f_E2t / (1.0 - f_E2t));
+    const double _k36 = (1.0 + (met_ar * met));
     d[98] = _k36;
-    const double _k37 = (1.0 - b_cap);
+    const double _k37 = (f_E2t / (1.0 - f_E2t));
     d[99] = _k37;
-    const double _k38 = (1.0 / tau_cap);
+    const double _k38 = (1.0 - b_cap);
     d[100] = _k38;
-    const double _k39 = (1.0 / tau_A);
+    const double _k39 = (1.0 / tau_cap);
     d[101] = _k39;
-    const double _k40 = (PH_LN2 / t_gon_abs);
+    const double _k40 = (1.0 / tau_A);
     d[102] = _k40;
-    const double _k41 = (PH_LN2 / t_hcg_abs);
+    const double _k41 = (PH_LN2 / t_gon_abs);
     d[103] = _k41;
-    const double _k42 = (1.0 / V_hcg);
+    const double _k42 = (PH_LN2 / t_hcg_abs);
     d[104] = _k42;
-    const double _k43 = (PH_LN2 / t_fshx_abs);
+    const double _k43 = (1.0 / V_hcg);
     d[105] = _k43;
-    const double _k44 = (1.0 / V_fshx);
+    const double _k44 = (PH_LN2 / t_fshx_abs);
     d[106] = _k44;
-    const double _k45 = (PH_LN2 / t_clo_abs);
+    const double _k45 = (1.0 / V_fshx);
     d[107] = _k45;
-    const double _k46 = (PH_LN2 / t_tam_abs);
+    const double _k46 = (PH_LN2 / t_clo_abs);
     d[108] = _k46;
-    const double _k47 = (PH_LN2 / t_ana_abs);
+    const double _k47 = (PH_LN2 / t_tam_abs);
     d[109] = _k47;
-    const double _k48 = (1.0 - f_inhg);
+    const double _k48 = (PH_LN2 / t_ana_abs);
     d[110] = _k48;
-    const double _k49 = (1.0 / tau_ser);
+    const double _k49 = (1.0 - f_inhg);
     d[111] = _k49;
-    const double _k50 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
+    const double _k50 = (1.0 / tau_ser);
     d[112] = _k50;
-    const double _k51 = (1.0 / dur_epi);
+    const double _k51 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
     d[113] = _k51;
-    const double _k52 = (1.0 + (met_int * met));
+    const double _k52 = (1.0 / dur_epi);
     d[114] = _k52;
-    const double _k53 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
+    const double _k53 = (1.0 + (met_int * met));
     d[115] = _k53;
-    const double _k54 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
+    const double _k54 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
     d[116] = _k54;
-    const double _k55 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k55 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
     d[117] = _k55;
-    const double _k56 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k56 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[118] = _k56;
-    const double _k57 = (c_sp * k_epi);
+    const double _k57 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[119] = _k57;
-    const double _k58 = (1.0 / k_st);
+    const double _k58 = (c_sp * k_epi);
     d[120] = _k58;
+    const double _k59 = (1.0 / k_st);
+    d[121] = _k59;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = (k_rec);
     d[2] = ((1.0 / tau_s));
@@ -525,6 +530,7 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double IC_ana = p[121];
     const double ai_max = p[122];
     const double accel = p[131];
+    const double s_TF = p[132];
     const double _k0 = d[62];
     const double _k1 = d[63];
     const double _k2 = d[64];
@@ -547,8 +553,8 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k20 = d[82];
     const double _k21 = d[83];
     const double _k22 = d[84];
-    const double _k25 = d[87];
-    const double _k27 = d[89];
+    const double _k23 = d[85];
+    const double _k26 = d[88];
     const double _k28 = d[90];
     const double _k29 = d[91];
     const double _k30 = d[92];
@@ -569,8 +575,9 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k45 = d[107];
     const double _k46 = d[108];
     const double _k47 = d[109];
-    const double _k49 = d[111];
-    const double _k51 = d[113];
+    const double _k48 = d[110];
+    const double _k50 = d[112];
+    const double _k52 = d[114];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -640,44 +647,46 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double T_testis = ((_k19 * ITT) * _k20);
     const double hF_ser = (F_tot / (F_tot + K_serF));
     const double hT_ser = (Atub / (Atub + K_serT));
-    const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
-    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k25));
-    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
-    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double sub_TF = ((s_TF * ((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub))) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k21));
+    const double hF_eff = (1.0 - ((1.0 - hF_ser) * (1.0 - sub_TF)));
+    const double ser_tgt = ((b_serF + (_k22 * hF_eff)) * (b_ser + (_k23 * hT_ser)));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k26));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k28))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k29 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[2] = ((S * _k29));
+    r[2] = ((S * _k30));
     r[3] = (0.0);
     r[4] = ((synL - relL));
     r[5] = ((f_LHa * relL));
-    r[6] = ((_k30 * relL));
+    r[6] = ((_k31 * relL));
     r[7] = ((synF - relF));
     r[8] = (relF);
-    r[9] = ((_k31 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k32)) * _k33));
-    r[11] = ((T_prod + (_k34 * Ts)));
+    r[9] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
+    r[11] = ((T_prod + (_k35 * Ts)));
     r[12] = (((_k19 * ITT) + T_exo));
-    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k35) * (Ts + (_k36 * T_testis))));
-    r[14] = (((b_cap + ((_k37 * sigLH) / (sigLH + K_cap))) * _k38)) * accel;
-    r[15] = ((ITT * _k39)) * accel;
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k36) * (Ts + (_k37 * T_testis))));
+    r[14] = (((b_cap + ((_k38 * sigLH) / (sigLH + K_cap))) * _k39)) * accel;
+    r[15] = ((ITT * _k40)) * accel;
     r[16] = ((F_gon * inf_gonadorelin));
-    r[17] = (((_k40 * GonSC) + inf_gonadorelin_iv));
+    r[17] = (((_k41 * GonSC) + inf_gonadorelin_iv));
     r[18] = ((inf_hcg + inf_hmg)) * accel;
-    r[19] = (((_k41 * hCGd) * _k42)) * accel;
+    r[19] = (((_k42 * hCGd) * _k43)) * accel;
     r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[21] = (((_k43 * FSHxd) * _k44)) * accel;
+    r[21] = (((_k44 * FSHxd) * _k45)) * accel;
     r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[24] = ((F_gel * inf_testosterone_gel)) * accel;
     r[25] = (inf_clomiphene) * accel;
-    r[26] = ((_k45 * CloG)) * accel;
+    r[26] = ((_k46 * CloG)) * accel;
     r[27] = (inf_tamoxifen) * accel;
-    r[28] = ((_k46 * TamG)) * accel;
+    r[28] = ((_k47 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
-    r[30] = ((_k47 * AnaG)) * accel;
+    r[30] = ((_k48 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k49);
-        f[1] = (mot_tgt * _k51);
+        f[0] = (ser_tgt * _k50);
+        f[1] = (mot_tgt * _k52);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -716,6 +725,7 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double K_mF = p[91];
     const double f_mF = p[92];
     const double accel = p[131];
+    const double s_TF = p[132];
     const double _k6 = d[68];
     const double _k7 = d[69];
     const double _k9 = d[71];
@@ -728,8 +738,8 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double _k20 = d[82];
     const double _k21 = d[83];
     const double _k22 = d[84];
-    const double _k25 = d[87];
-    const double _k27 = d[89];
+    const double _k23 = d[85];
+    const double _k26 = d[88];
     const double _k28 = d[90];
     const double _k29 = d[91];
     const double _k30 = d[92];
@@ -742,8 +752,9 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double _k37 = d[99];
     const double _k38 = d[100];
     const double _k39 = d[101];
-    const double _k49 = d[111];
-    const double _k51 = d[113];
+    const double _k40 = d[102];
+    const double _k50 = d[112];
+    const double _k52 = d[114];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -779,29 +790,31 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double T_testis = ((_k19 * ITT) * _k20);
     const double hF_ser = (F_tot / (F_tot + K_serF));
     const double hT_ser = (Atub / (Atub + K_serT));
-    const double ser_tgt = ((b_serF + (_k21 * hF_ser)) * (b_ser + (_k22 * hT_ser)));
-    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k25));
-    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k27))));
-    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k28 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double sub_TF = ((s_TF * ((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub))) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k21));
+    const double hF_eff = (1.0 - ((1.0 - hF_ser) * (1.0 - sub_TF)));
+    const double ser_tgt = ((b_serF + (_k22 * hF_eff)) * (b_ser + (_k23 * hT_ser)));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k26));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k28))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k29 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[2] = ((S * _k29));
+    r[2] = ((S * _k30));
     r[3] = (0.0);
     r[4] = ((synL - relL));
     r[5] = ((f_LHa * relL));
-    r[6] = ((_k30 * relL));
+    r[6] = ((_k31 * relL));
     r[7] = ((synF - relF));
     r[8] = (relF);
-    r[9] = ((_k31 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k32)) * _k33));
-    r[11] = ((T_prod + (_k34 * Ts)));
+    r[9] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
+    r[11] = ((T_prod + (_k35 * Ts)));
     r[12] = ((_k19 * ITT));
-    r[13] = (((k_ar * _k35) * (Ts + (_k36 * T_testis))));
-    r[14] = (((b_cap + ((_k37 * sigLH) / (sigLH + K_cap))) * _k38)) * accel;
-    r[15] = ((ITT * _k39)) * accel;
+    r[13] = (((k_ar * _k36) * (Ts + (_k37 * T_testis))));
+    r[14] = (((b_cap + ((_k38 * sigLH) / (sigLH + K_cap))) * _k39)) * accel;
+    r[15] = ((ITT * _k40)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k49);
-        f[1] = (mot_tgt * _k51);
+        f[0] = (ser_tgt * _k50);
+        f[1] = (mot_tgt * _k52);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -816,11 +829,11 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double accel = p[131];
     const double k_st = d[60];
     const double k_epi = d[61];
-    const double _k23 = d[85];
     const double _k24 = d[86];
-    const double _k26 = d[88];
-    const double _k48 = d[110];
-    const double _k50 = d[112];
+    const double _k25 = d[87];
+    const double _k27 = d[89];
+    const double _k49 = d[111];
+    const double _k51 = d[113];
     const double Ser = y[32];
     const double Nssc = y[33];
     const double x0 = y[35];
@@ -849,12 +862,12 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double _fbar1 = fbar[1];
     const double _fbar2 = fbar[2];
     const double _fbar3 = fbar[3];
-    const double ssc_tgt = (b_ssc + ((_k23 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k24)));
-    const double entry = (((_k26 * Nssc) * Ser) * _fbar3);
+    const double ssc_tgt = (b_ssc + ((_k24 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k25)));
+    const double entry = (((_k27 * Nssc) * Ser) * _fbar3);
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    r[31] = (((k_inh * Ser) * (_k48 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[31] = (((k_inh * Ser) * (_k49 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
     r[32] = (_fbar0) * accel;
-    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k50)) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k51)) * accel;
     r[34] = (_fbar1) * accel;
     r[35] = (entry) * accel;
     r[36] = ((k_st * x0)) * accel;
@@ -897,9 +910,9 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k6 = d[68];
     const double _k7 = d[69];
     const double _k8 = d[70];
-    const double _k52 = d[114];
     const double _k53 = d[115];
     const double _k54 = d[116];
+    const double _k55 = d[117];
     const double Ts = y[12];
     const double E2 = y[13];
     const double Clo = y[26];
@@ -911,11 +924,11 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbT = (Ts * _k6);
     const double fbE = ((E2 * (1.0 - er_block)) * _k7);
     const double fbH = (fb_sens * ((_k8 * fbT) + (w_E * fbE)));
-    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k52);
-    g[1] = (_k53 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
+    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k53);
+    g[1] = (_k54 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
-    g[4] = _k54;
+    g[4] = _k55;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -933,10 +946,10 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k1 = d[63];
     const double _k2 = d[64];
     const double _k3 = d[65];
-    const double _k55 = d[117];
     const double _k56 = d[118];
     const double _k57 = d[119];
     const double _k58 = d[120];
+    const double _k59 = d[121];
     const double Ra = y[1];
     const double LHa = y[5];
     const double LHb = y[6];
@@ -961,8 +974,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k55;
-    const double nV = _k56;
+    const double shbg_m = _k56;
+    const double nV = _k57;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -972,7 +985,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k57 * ep2) * _k58);
+    o[7] = ((_k58 * ep2) * _k59);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;

@@ -133,7 +133,15 @@ VARS: tuple[Var, ...] = (
     # Sertoli cells and spermatogenesis
     Var("hF_ser", "F_tot / (F_tot + K_serF)"),
     Var("hT_ser", "Atub / (Atub + K_serT)"),
-    Var("ser_tgt", "(b_serF + (1.0 - b_serF) * hF_ser) * (b_ser + (1.0 - b_ser) * hT_ser)"),
+    # Supraphysiological tubular androgen (high-dose hCG) substitutes in part for FSH at the
+    # Sertoli cell: hCG alone restores spermatogenesis in men with adult-onset
+    # gonadotropin deficiency (Finkel 1985) or partial congenital deficiency (Burris 1988),
+    # and T alone in FSH-less mice (Singh & Handelsman 1995). A steep Hill (8) above
+    # normal ITT keeps baseline, TRT and spontaneous recovery almost unchanged.
+    Var("sub_TF", "s_TF * Atub**8 / (Atub**8 + K_TF**8)",
+        "share of the FSH deficit at the Sertoli cell made up by androgen"),
+    Var("hF_eff", "1.0 - (1.0 - hF_ser) * (1.0 - sub_TF)"),
+    Var("ser_tgt", "(b_serF + (1.0 - b_serF) * hF_eff) * (b_ser + (1.0 - b_ser) * hT_ser)"),
     Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2)"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),

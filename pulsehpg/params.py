@@ -377,6 +377,18 @@ REGISTRY: tuple[Param, ...] = (
     _p("numerics.slow_acceleration", "accel", 1.0, "1", 1, 100,
        "speed-up of slow states used only while equilibrating a new cohort",
        "numerical (1 during simulation)"),
+    # --- Added after 0.1.0 -----------------------------------------------------------------
+    # New entries go at the end: a patient's between-patient draws are indexed by registry
+    # position, so appending keeps every existing cohort (and its validated values) as it was.
+    _p("sertoli.androgen_fsh_substitution", "s_TF", 0.8, "1", 0, 1,
+       "largest share of the FSH deficit at the Sertoli cell that supraphysiological "
+       "tubular androgen makes up",
+       "Finkel 1985 NEJM 313:651 (hCG alone restores spermatogenesis in adult-onset "
+       "gonadotropin deficiency); Burris 1988 JCEM 66:1144 (in partial congenital "
+       "deficiency); size calibrated: S10"),
+    _p("sertoli.androgen_fsh_substitution_k", "K_TF", 1800.0, "nmol/L", 1, 20000,
+       "tubular androgen (ITT) at which half of the largest substitution is reached",
+       "above normal ITT about 1200 nmol/L (Coviello 2005); calibrated: S10"),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in REGISTRY}
