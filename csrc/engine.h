@@ -251,12 +251,16 @@ static inline void ph_coarse(double *restrict y, const double *restrict p,
     *tc = t;
 }
 
-/* Largest coarse step for a patient: coarse_step, and at most 0.5 / (fastest coarse
- * clearance) so that coarse states stay well resolved (e.g. sped up in equilibration). */
-static inline double ph_coarse_cap(const ph_cohort *c, const double *d) {
+/* Largest coarse step for a patient: coarse_step, at most 0.5 / (fastest coarse
+ * clearance) so that coarse states stay well resolved (e.g. sped up in equilibration),
+ * and at most 2 / (largest loss rate inside the coarse rates): the explicit part of
+ * ETDRK4 is stable only for (loss rate x step) below about 2.8. */
+static inline double ph_coarse_cap(const ph_cohort *c, const double *p, const double *d) {
     double kmax = 0.0;
     for (int j = PH_NF; j < PH_NS; j++) kmax = d[j] > kmax ? d[j] : kmax;
-    const double cap = kmax > 0.0 ? 0.5 / kmax : c->coarse_step;
+    double cap = kmax > 0.0 ? 0.5 / kmax : c->coarse_step;
+    const double loss = ph_coarse_loss_bound(p);
+    if (loss > 0.0 && 2.0 / loss < cap) cap = 2.0 / loss;
     return cap < c->coarse_step ? cap : c->coarse_step;
 }
 
@@ -273,7 +277,7 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
     const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
-    const double hc = ph_coarse_cap(c, d);
+    const double hc = ph_coarse_cap(c, p, d);
     /* doses and input changes happen between calls: decided once per call */
     const int nodrug = ph_drugs_off(y, u);
     double own[PH_NCOEF * PH_NF];
@@ -323,9 +327,9 @@ static inline void ph_sync(const ph_cohort *c, int i, double t) {
     }
     if (c->tp[i] < t) c->tp[i] = t;
     /* the coarse step must not run on inputs or parameters changed at t */
-    const double *d = c->d + (size_t)i * PH_ND;
-    ph_coarse(y, c->p + (size_t)i * PH_NP, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], c->tp[i],
-              ph_coarse_cap(c, d));
+    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
+    ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], c->tp[i],
+              ph_coarse_cap(c, p, d));
 }
 
 /* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched. */
@@ -338,9 +342,8 @@ static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
     long steps = 0;
     double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps);
     if (te < t) te = t;
-    const double *d = c->d + (size_t)i * PH_ND;
-    ph_coarse(ys, c->p + (size_t)i * PH_NP, d, c->u + (size_t)i * PH_NI, aux, &tc, te,
-              ph_coarse_cap(c, d));
+    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
+    ph_coarse(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, ph_coarse_cap(c, p, d));
 }
 
 /* Observables of patient i at time t (see ph_peek). */
@@ -442,7 +445,8 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
         c->tp[i] = t;
         if (kind == 0) {
             /* an exact end is the patient's own stop (before a change of parameters) */
-            ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], t, ph_coarse_cap(c, d));
+            ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], t,
+                      ph_coarse_cap(c, p, d));
             break;
         }
         if (kind == 2) {

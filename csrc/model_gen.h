@@ -1048,6 +1048,13 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
     }
 }
 
+/* upper bound (1/h) on the loss rates inside the coarse rates (model.COARSE_LOSS_BOUND),
+ * with the coarse states' speed-up accel */
+static inline double ph_coarse_loss_bound(const double *restrict p) {
+    const double d_max = p[86];
+    return (d_max) * p[131];
+}
+
 static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};
 static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 24, 24, 24};
 static const int PH_DRUG_FAST[PH_NI] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};

@@ -607,6 +607,12 @@ def c_header() -> str:
     lines.append("}")
     fn("static inline void ph_dose(double *restrict y, const double *restrict p, "
        "const double *restrict d, int drug, double amount)", lines)
+    bound_used = _names(model.COARSE_LOSS_BOUND)
+    fn("/* upper bound (1/h) on the loss rates inside the coarse rates (model.COARSE_LOSS_BOUND),\n"
+       " * with the coarse states' speed-up accel */\n"
+       "static inline double ph_coarse_loss_bound(const double *restrict p)",
+       [f"const double {s} = p[{i}];" for i, s in enumerate(L.params) if s in bound_used]
+       + [f"return ({em.emit(model.COARSE_LOSS_BOUND)}) * p[{L.params.index('accel')}];"])
     cpl = ", ".join(str(L.state_index(st)) for st in L.coupled) or "-1"
     h.append(f"static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {{{cpl}}};")
     # coarse states with the same clearance share their ETD coefficients

@@ -40,6 +40,11 @@ __all__ = [
 N_STAGES = 20  # spermatogenic stages: a chain, not a single lag (Erlang transit)
 N_EPI = 3  # epididymal compartments
 DEATH_STAGES = range(3, 10)  # spermatocytes (meiosis): hormone-dependent apoptosis
+# An upper bound (1/h) on the loss rates that sit inside coarse states' rates rather than in
+# their clearances: germ-cell death, d_max * (1 - survival) <= d_max. The multirate core
+# keeps its coarse step within the explicit part's stability for this loss (sped up by
+# accel during equilibration, a high d_max would otherwise make the chain diverge).
+COARSE_LOSS_BOUND = "d_max"
 EARLY_STAGES = range(0, 5)  # spermatogonia/early spermatocytes: seen by inhibin B
 
 
