@@ -6,6 +6,7 @@
     and the merge, next to the core alone: a bare `pulsehpg.Cohort` of the same scenario's
     patients (built with its burn-in, then advanced over the same 2 weeks) in this process on
     one thread, times the number of cores.
+    The core alone gets the regimen's doses (clomiphene daily) at the same times.
 (b) Peak memory (max RSS) of the sweep's parent process and of its largest worker, for
     sweeps of growing size with the same block size (1000 patients per block).
 (c) Peak memory and time of `pulsehpg merge` (virtual and --consolidate) over 100 and
@@ -64,11 +65,19 @@ def child_core(n: int) -> dict:
     cfg = parse_config(dumps_toml(_config(n, per_point=n)), None, HERE)
     sc = cfg.scenario_at(cfg.design()[0])
     horizon = sum(p.duration for p in sc.phases)
+    # the same doses as the regimen gives (the core's drug-free fast path would otherwise
+    # make the core alone do less work than the sweep's patients)
+    (phase,) = sc.phases
+    doses = sorted((t, dp.drug, dp.dose) for dp in phase.drugs
+                   for t in dp.schedule.times(dp.start, min(dp.stop, phase.duration)))
     c0 = _cpu_s(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     c = build_cohort(sc, n, np.random.SeedSequence(cfg.seed, spawn_key=(0, 0)), threads=1)
     t1 = time.perf_counter()
-    c.advance_to(c.t + horizon)
+    for t, drug, amount in doses:
+        c.advance_to(t)
+        c.dose(drug, amount)
+    c.advance_to(horizon)
     t2 = time.perf_counter()
     return {"patients": n, "seconds": t2 - t0, "cpu_s": _cpu_s(resource.RUSAGE_SELF) - c0,
             "build_s": t1 - t0, "advance_s": t2 - t1,
