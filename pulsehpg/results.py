@@ -422,6 +422,7 @@ def _plot_surface(ds, title, x, by, stat, label, y, threshold):
     xs, bs = np.asarray(ds[x].values, dtype=float), np.asarray(ds[by].values, dtype=float)
     ux, ub = np.unique(xs), np.unique(bs)
     fig, (ax,) = _figure(1)
+    limits = {"vmin": 0, "vmax": 1} if y is None else {}  # recovery is a fraction
     grid = ux.size * ub.size <= 900 and ux.size * ub.size <= 4 * points.size
     if grid:
         z = np.full((ub.size, ux.size), np.nan)
@@ -430,8 +431,7 @@ def _plot_surface(ds, title, x, by, stat, label, y, threshold):
                 sel = points[(xs == xv) & (bs == bv)]
                 if sel.size:
                     z[j, i] = stat(np.isin(pp, sel))[0]
-        mesh = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis",
-                         vmin=0 if y is None else None, vmax=1 if y is None else None)
+        mesh = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis", **limits)
         ax.set_xticks(range(ux.size), [_fmt(v) for v in ux])
         ax.set_yticks(range(ub.size), [_fmt(v) for v in ub])
         if z.size <= 100:
@@ -441,8 +441,7 @@ def _plot_surface(ds, title, x, by, stat, label, y, threshold):
                             color="white" if mesh.norm(v) < 0.5 else "black")  # dark cells
     else:
         z = np.array([stat(pp == p)[0] for p in points], dtype=float)
-        mesh = ax.scatter(xs, bs, c=z, cmap="viridis", vmin=0 if y is None else None,
-                          vmax=1 if y is None else None, s=30)
+        mesh = ax.scatter(xs, bs, c=z, cmap="viridis", s=30, **limits)
     fig.colorbar(mesh, ax=ax, label=label)
     ax.set_xlabel(_axis_label(ds, x, x))
     ax.set_ylabel(_axis_label(ds, by, by))

@@ -160,16 +160,12 @@ class Scenario:
             return self.follow_up
         return sum(p.duration for p in self.phases)
 
-    def with_traces(self, every, observables=None) -> Scenario:
-        """The same scenario writing traces every ``every`` (hours or '10 min')."""
-        r = _Reader("")
-        t = {"traces": every}
-        if observables is not None:
-            t["trace_observables"] = list(observables)
-        elif self.output.traces is not None:
-            t["trace_observables"] = list(self.output.trace_observables)
+    def with_traces(self, every) -> Scenario:
+        """The same scenario writing traces every ``every`` (hours or '10 min'), of the
+        observables its [output] table names (default DEFAULT_TRACE_OBSERVABLES)."""
+        t = {"traces": every, "trace_observables": list(self.output.trace_observables)}
         try:
-            return replace(self, output=_output(r, t))
+            return replace(self, output=_output(_Reader(""), t))
         except ScenarioError as e:
             raise ScenarioError("--traces" if e.path == "output.traces" else e.path,
                                 e.message) from None
