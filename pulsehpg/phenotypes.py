@@ -24,9 +24,11 @@ PHENOTYPES: dict[str, Phenotype] = {
             "functional (metabolic) secondary hypogonadism: weak GnRH drive, T 200-250 ng/dL "
             "with LH about 4 IU/L (Shabsigh 2005; Taylor & Levine 2010)",
             # weak GnRH drive and reduced Leydig responsiveness to LH (obesity lowers LH
-            # pulse amplitude and bioactivity: Vermeulen 1993; Pitteloud 2005)
-            scale={"hypothalamus.pulse_mass_max": 0.45, "leydig.lhr_kd": 5.0,
-                   "leydig.t_secretion": 1.4},
+            # pulse amplitude and bioactivity: Vermeulen 1993; Pitteloud 2005); with the
+            # metabolic index, aromatization is raised (Schneider 1979), so E2 carries more
+            # of the feedback and an ERalpha blocker lifts LH more
+            scale={"hypothalamus.pulse_mass_max": 0.45, "leydig.lhr_kd": 3.0,
+                   "leydig.t_secretion": 1.65},
             set={"patient.metabolic_index": 0.6},
         ),
         Phenotype(

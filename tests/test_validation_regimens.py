@@ -117,7 +117,8 @@ def test_s12_clomiphene_raises_lh_and_estradiol():
     t = np.median(last["t_total"] / base["t_total"])
     assert 1.3 <= lh <= 2.0
     assert 1.5 <= e2 <= 2.5
-    assert t >= 1.5  # published x2.0-2.7: the model reaches about x1.6 (docs/validation.md)
+    assert 2.0 <= t <= 2.7
+    assert 450 <= np.median(last["t_total"]) <= 650
 
 
 # --- S13: SERMs in idiopathic oligozoospermia (Chua 2013) ----------------------------------
@@ -129,4 +130,4 @@ def test_s13_serm_improves_sperm_and_raises_fsh_and_t():
     d_fsh = np.nanmean(last["fsh"] - first["fsh"])
     assert 2.0 <= d_sperm <= 8.4  # +5.2 M/mL
     assert np.nanmean(last["t_total"] - first["t_total"]) > 0  # T up
-    assert d_fsh >= 2.0  # published +4.2 (2-6.3): the model overshoots (docs/validation.md)
+    assert 2.0 <= d_fsh <= 6.3  # +4.2 IU/L
