@@ -22,6 +22,7 @@ import csv
 import difflib
 import io
 import math
+import os
 import sys
 from pathlib import Path
 from dataclasses import dataclass
@@ -966,16 +967,45 @@ def _params_file(path: str) -> dict:
 @click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
               metavar="FILE.toml",
               help="parameter values by dotted name, in the registry's units")
-def export_sbml_cmd(out, phenotype, params_path):
-    """Write the deterministic model of one equilibrated patient as SBML L3V2."""
+@click.option("--set", "overrides", type=ParamAssignment(), multiple=True,
+              help="Set a parameter, in its registry unit, e.g. 'steroid.shbg=50' "
+                   "(after --params). Repeatable.")
+@click.option("--dose", "doses", type=DoseSpec(), multiple=True,
+              help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at time 0, "
+                   "repeated every EVERY within --days, e.g. 'hcg:3000:2 days'. Repeatable.")
+@click.option("--pump", "pumps", type=PumpSpec(), multiple=True,
+              help="Pump giving DOSE every INTERVAL (15 min to 8 h) from time 0, "
+                   "e.g. 'gonadorelin:10:90 min'. Repeatable.")
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+              show_default=True,
+              help="span covered by repeated --dose boluses (one SBML event each)")
+@click.option("--records", "records_path", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.csv",
+              help="NONMEM-style dose records of one patient (ID, TIME, DRUG, AMT, II, ADDL, "
+                   "RATE, EVID; see `pulsehpg run`): boluses and timed infusions become "
+                   "events, observation rows are ignored")
+def export_sbml_cmd(out, phenotype, params_path, overrides, doses, pumps, days, records_path):
+    """Write the deterministic model of one equilibrated patient as SBML L3V2.
+
+    The patient is equilibrated as pulsehpg equilibrates a deterministic cohort; its
+    GnRH pulses are a regular train, and every dose, infusion change and pump is an
+    SBML event (time 0 is the equilibrated state)."""
     params = _params_file(params_path) if params_path is not None else {}
+    params |= dict(overrides)
+    end = days * 24.0
+    bolus = [(float(t), d.drug, d.amount) for d in doses for t in d.times(end)]
+    pump_list = [(0.0, p.drug, p.dose, p.interval) for p in pumps]
+    infusions = []
+    if records_path is not None:
+        more, infusions = _sbml_records(records_path)
+        bolus += more
     try:
         from .sbml import to_sbml
     except ImportError as e:  # pragma: no cover - sbml.py imports libsbml lazily
         raise click.UsageError(_one_line(e)) from None
     try:
         with user_errors():
-            text = to_sbml(phenotype, params)
+            text = to_sbml(phenotype, params, doses=bolus, infusions=infusions, pumps=pump_list)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None
     from . import store
@@ -984,7 +1014,47 @@ def export_sbml_cmd(out, phenotype, params_path):
         store.write_text(out, text)
     except store.StoreError as e:
         raise click.BadParameter(_one_line(e), param_hint="--out") from None
-    click.echo(f"wrote {out} (phenotype {phenotype}, {len(model.STATES)} states)")
+    n_events = len(bolus) + len(infusions) + len(pump_list)
+    click.echo(f"wrote {out} (phenotype {phenotype}, {len(model.STATES)} states, "
+               f"{n_events} dosing event{'s' if n_events != 1 else ''})")
+
+
+def _sbml_records(path: str) -> tuple[list, list]:
+    """Boluses (time, drug, amount) and infusion changes (time, drug, rate) of the one
+    patient of a dose-record file."""
+    from .nonmem import expand_records, read_dose_records
+
+    if not os.path.isfile(path):
+        raise click.BadParameter(f"no such file: {path}", param_hint="--records")
+    with user_errors("'--records'"):
+        records = read_dose_records(path)
+    ids = {r.patient for r in records}
+    if len(ids) != 1:
+        raise click.BadParameter(f"{path}: holds records of {len(ids)} patients; an SBML "
+                                 f"model is one patient: keep the rows of one ID",
+                                 param_hint="--records")
+    events, _visits = expand_records(records)
+    bolus, changes = [], []
+    for t, kind, _patient, drug, value in events:
+        if kind == "dose":
+            bolus.append((t, drug, value))
+        else:
+            changes.append((t, 0 if kind == "infusion_stop" else 1, drug, value))
+    infusions, running = [], {}
+    # stops before starts at one time: back-to-back infusions hand over
+    for t, starts, drug, rate in sorted(changes, key=lambda c: (c[0], c[1])):
+        if starts:
+            if drug in running:
+                raise click.BadParameter(
+                    f"{path}: infusions of {drug} overlap at {t:g} h (one started at "
+                    f"{running[drug]:g} h is still running); an SBML export sets one rate per "
+                    f"drug: merge them into one record", param_hint="--records")
+            running[drug] = t
+            infusions.append((t, drug, rate))
+        else:
+            running.pop(drug, None)
+            infusions.append((t, drug, 0.0))
+    return bolus, infusions
 
 
 def main(argv=None) -> None:

@@ -252,11 +252,13 @@ assert {"pump-gonadorelin", "pump-gonadorelin-chh", "infusion-gonadorelin",
         "infusion-hcg"} <= set(CASES)
 
 
-def simulate_sbml(phenotype="eugonadal", doses=(), infusions=(), pumps=()):
+def simulate_sbml(phenotype="eugonadal", doses=(), infusions=(), pumps=(), document=None):
+    """roadrunner's run of the exported model (or of a given document): (times, values)."""
     roadrunner = pytest.importorskip("roadrunner", reason="libroadrunner is not installed "
                                      "(pip install -e '.[sbml]')")
-    rr = roadrunner.RoadRunner(to_sbml(phenotype, doses=doses, infusions=infusions,
-                                       pumps=pumps))
+    if document is None:
+        document = to_sbml(phenotype, doses=doses, infusions=infusions, pumps=pumps)
+    rr = roadrunner.RoadRunner(document)
     integ = rr.integrator
     # Adams: CVODE's BDF fails ("too much accuracy requested") after some pulses
     integ.stiff = False
@@ -398,3 +400,51 @@ def test_cli_export_errors_are_one_line(tmp_path):
                            check=False, capture_output=True, text=True)
         assert p.returncode == 2, p.stderr
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("pulsehpg export-sbml: error:")
+
+
+@pytest.mark.slow
+def test_cli_export_of_a_regimen_runs_as_the_core_runs_it(tmp_path):
+    """--dose, --pump and --records become the events the core gets for the same regimen."""
+    records = tmp_path / "records.csv"
+    # gonadorelin iv infusions 5 ug/h for 2 h on days 3 and 10 (NONMEM: AMT 10, RATE 5)
+    records.write_text("ID,TIME,DRUG,AMT,II,ADDL,RATE,EVID\n"
+                       "7,72,gonadorelin_iv,10,168,1,5,1\n7,100,,,,,,0\n")
+    out = tmp_path / "regimen.xml"
+    r = _cli("export-sbml", "-o", str(out), "--dose", "hcg:1500:3 days",
+             "--pump", "gonadorelin:5:90 min", "--records", str(records), "--days", "30")
+    assert r.exit_code == 0, r.output
+    assert "15 dosing events" in r.output  # 10 hCG boluses, 1 pump, 2 starts, 2 stops
+    case = {"doses": [(72.0 * k, "hcg", 1500.0) for k in range(10)],
+            "pumps": [(0.0, "gonadorelin", 5.0, 1.5)],
+            "infusions": [(72.0, "gonadorelin_iv", 5.0), (74.0, "gonadorelin_iv", 0.0),
+                          (240.0, "gonadorelin_iv", 5.0), (242.0, "gonadorelin_iv", 0.0)]}
+    t_rr, sbml = simulate_sbml(document=out.read_text())
+    t_core, core = simulate_core(**case)
+    np.testing.assert_allclose(t_rr, t_core, rtol=0, atol=1e-9)
+    worst = relative_errors(case, sbml, core)
+    bad = {o: f"{e:.2e}" for o, e in worst.items() if o in FOUR and not e <= RTOL}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dose", "hcg:-3"], "amount must be a positive number of IU"),
+    (["--dose", "aspirin:1"], "unknown drug 'aspirin'"),
+    (["--pump", "gonadorelin:5:1 day"], "interval must be between"),
+    (["--records", "missing.csv"], "no such file"),
+    (["--set", "steroid.shbg=-1"], "outside the allowed range"),
+])
+def test_cli_export_bad_regimen(tmp_path, args, message):
+    r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), *args)
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert not (tmp_path / "m.xml").exists()
+
+
+def test_cli_export_records_of_one_patient_only(tmp_path):
+    records = tmp_path / "r.csv"
+    records.write_text("ID,TIME,DRUG,AMT,EVID\n1,0,hcg,1500,1\n2,0,hcg,1500,1\n")
+    r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), "--records", str(records))
+    assert r.exit_code == 2 and "holds records of 2 patients" in r.output
+    records.write_text("ID,TIME,DRUG,AMT,RATE,EVID\n1,0,hcg,100,10,1\n1,5,hcg,100,10,1\n")
+    r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), "--records", str(records))
+    assert r.exit_code == 2 and "infusions of hcg overlap at 5 h" in r.output
