@@ -278,6 +278,22 @@ class ParamAssignment(click.ParamType):
         return (par.name, v)
 
 
+# options shared by the commands that take a regimen on the command line
+DOSE_OPTION = click.option(
+    "--dose", "doses", type=DoseSpec(), multiple=True,
+    help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at time 0, repeated "
+         "every EVERY if given until --days, e.g. 'testosterone_enanthate:200:1 week'. "
+         "Repeatable.")
+PUMP_OPTION = click.option(
+    "--pump", "pumps", type=PumpSpec(), multiple=True,
+    help="Pump giving DOSE every INTERVAL (15 min to 8 h) from time 0, "
+         "e.g. 'gonadorelin:10:90 min'. Repeatable.")
+SET_OPTION = click.option(
+    "--set", "overrides", type=ParamAssignment(), multiple=True,
+    help="Set a parameter, in its registry unit (see `pulsehpg params`), e.g. "
+         "'steroid.shbg=50'. Repeatable.")
+
+
 # ---------------------------------------------------------------------------
 # Tables
 # ---------------------------------------------------------------------------
@@ -483,16 +499,9 @@ def summary_table(names, baseline: dict, end: dict, days: float) -> str:
               help="Random seed; the same seed gives the same patients.")
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), default=28.0,
               show_default=True, help="Days to simulate after baseline.")
-@click.option("--dose", "doses", type=DoseSpec(), multiple=True,
-              help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at day 0, "
-                   "repeated every EVERY if given, e.g. 'testosterone_enanthate:200:1 week'. "
-                   "Repeatable.")
-@click.option("--pump", "pumps", type=PumpSpec(), multiple=True,
-              help="Pump giving DOSE every INTERVAL (15 min to 8 h) from day 0, "
-                   "e.g. 'gonadorelin:10:90 min'. Repeatable.")
-@click.option("--set", "overrides", type=ParamAssignment(), multiple=True,
-              help="Set a parameter in every patient, in its registry unit "
-                   "(see `pulsehpg params`), e.g. 'steroid.shbg=50'. Repeatable.")
+@DOSE_OPTION
+@PUMP_OPTION
+@SET_OPTION
 @click.option("--show", "shown", type=click.Choice(tuple(UNITS)), multiple=True,
               help="Observable to summarize (repeatable; default: the reproductive panel).")
 @click.option("--deterministic", is_flag=True,
@@ -967,15 +976,9 @@ def _params_file(path: str) -> dict:
 @click.option("--params", "params_path", type=click.Path(dir_okay=False), default=None,
               metavar="FILE.toml",
               help="parameter values by dotted name, in the registry's units")
-@click.option("--set", "overrides", type=ParamAssignment(), multiple=True,
-              help="Set a parameter, in its registry unit, e.g. 'steroid.shbg=50' "
-                   "(after --params). Repeatable.")
-@click.option("--dose", "doses", type=DoseSpec(), multiple=True,
-              help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at time 0, "
-                   "repeated every EVERY within --days, e.g. 'hcg:3000:2 days'. Repeatable.")
-@click.option("--pump", "pumps", type=PumpSpec(), multiple=True,
-              help="Pump giving DOSE every INTERVAL (15 min to 8 h) from time 0, "
-                   "e.g. 'gonadorelin:10:90 min'. Repeatable.")
+@SET_OPTION
+@DOSE_OPTION
+@PUMP_OPTION
 @click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0,
               show_default=True,
               help="span covered by repeated --dose boluses (one SBML event each)")
