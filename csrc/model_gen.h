@@ -3,10 +3,10 @@
 #define PULSEHPG_MODEL_GEN_H
 #include <math.h>
 
-#define PH_NS 58  /* states */
-#define PH_NP 134  /* parameters */
+#define PH_NS 59  /* states */
+#define PH_NP 138  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 122  /* derived: clearances, then param-only quantities */
+#define PH_ND 127  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 #define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
@@ -49,29 +49,30 @@
 #define PH_S_SER 32
 #define PH_S_NSSC 33
 #define PH_S_MQ 34
-#define PH_S_X0 35
-#define PH_S_X1 36
-#define PH_S_X2 37
-#define PH_S_X3 38
-#define PH_S_X4 39
-#define PH_S_X5 40
-#define PH_S_X6 41
-#define PH_S_X7 42
-#define PH_S_X8 43
-#define PH_S_X9 44
-#define PH_S_X10 45
-#define PH_S_X11 46
-#define PH_S_X12 47
-#define PH_S_X13 48
-#define PH_S_X14 49
-#define PH_S_X15 50
-#define PH_S_X16 51
-#define PH_S_X17 52
-#define PH_S_X18 53
-#define PH_S_X19 54
-#define PH_S_EP0 55
-#define PH_S_EP1 56
-#define PH_S_EP2 57
+#define PH_S_RSV 35
+#define PH_S_X0 36
+#define PH_S_X1 37
+#define PH_S_X2 38
+#define PH_S_X3 39
+#define PH_S_X4 40
+#define PH_S_X5 41
+#define PH_S_X6 42
+#define PH_S_X7 43
+#define PH_S_X8 44
+#define PH_S_X9 45
+#define PH_S_X10 46
+#define PH_S_X11 47
+#define PH_S_X12 48
+#define PH_S_X13 49
+#define PH_S_X14 50
+#define PH_S_X15 51
+#define PH_S_X16 52
+#define PH_S_X17 53
+#define PH_S_X18 54
+#define PH_S_X19 55
+#define PH_S_EP0 56
+#define PH_S_EP1 57
+#define PH_S_EP2 58
 #define PH_P_GNRH_ON 0
 #define PH_P_I_MIN 1
 #define PH_P_I_GAIN 2
@@ -206,6 +207,10 @@
 #define PH_P_ACCEL 131
 #define PH_P_S_TF 132
 #define PH_P_K_TF 133
+#define PH_P_TAU_RL 134
+#define PH_P_TAU_RG 135
+#define PH_P_K_R 136
+#define PH_P_R_AGE 137
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -298,134 +303,146 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double V_ana = p[120];
     const double accel = p[131];
     const double K_TF = p[133];
+    const double tau_Rl = p[134];
+    const double tau_Rg = p[135];
+    const double K_R = p[136];
+    const double r_age = p[137];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
-    d[58] = agef;
+    d[59] = agef;
     const double k_itt = (PH_LN2 / t_itt);
-    d[59] = k_itt;
+    d[60] = k_itt;
     const double k_st = (20.0 / dur_spg);
-    d[60] = k_st;
+    d[61] = k_st;
     const double k_epi = (3.0 / dur_epi);
-    d[61] = k_epi;
+    d[62] = k_epi;
     const double _k0 = (1.0 / V_gon);
-    d[62] = _k0;
+    d[63] = _k0;
     const double _k1 = (1.0 / V_clo);
-    d[63] = _k1;
+    d[64] = _k1;
     const double _k2 = (1.0 / V_tam);
-    d[64] = _k2;
+    d[65] = _k2;
     const double _k3 = (1.0 / V_ana);
-    d[65] = _k3;
+    d[66] = _k3;
     const double _k4 = (1.0 / IC_clo);
-    d[66] = _k4;
+    d[67] = _k4;
     const double _k5 = (1.0 / IC_tam);
-    d[67] = _k5;
+    d[68] = _k5;
     const double _k6 = (1.0 / T_ref);
-    d[68] = _k6;
+    d[69] = _k6;
     const double _k7 = (1.0 / E2_ref);
-    d[69] = _k7;
+    d[70] = _k7;
     const double _k8 = (1.0 - w_E);
-    d[70] = _k8;
+    d[71] = _k8;
     const double _k9 = (1.0 - b_L);
-    d[71] = _k9;
+    d[72] = _k9;
     const double _k10 = (1.0 / Inh_ref);
-    d[72] = _k10;
+    d[73] = _k10;
     const double _k11 = (1.0 - b_F);
-    d[73] = _k11;
+    d[74] = _k11;
     const double _k12 = ((K_sF) * (K_sF));
-    d[74] = _k12;
+    d[75] = _k12;
     const double _k13 = (1.0 / z_F);
-    d[75] = _k13;
+    d[76] = _k13;
     const double _k14 = ((testis_on * T_sec) * agef);
-    d[76] = _k14;
+    d[77] = _k14;
     const double _k15 = (3467.0 / V_T);
-    d[77] = _k15;
+    d[78] = _k15;
     const double _k16 = (PH_LN2 / t_TE);
-    d[78] = _k16;
+    d[79] = _k16;
     const double _k17 = (PH_LN2 / t_TC);
-    d[79] = _k17;
+    d[80] = _k17;
     const double _k18 = (PH_LN2 / t_gel);
-    d[80] = _k18;
+    d[81] = _k18;
     const double _k19 = (vr * k_itt);
-    d[81] = _k19;
+    d[82] = _k19;
     const double _k20 = (1.0 / (PH_LN2 / t_T));
-    d[82] = _k20;
+    d[83] = _k20;
     const double _k21 = ((K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF) * (K_TF));
-    d[83] = _k21;
+    d[84] = _k21;
     const double _k22 = (1.0 - b_serF);
-    d[84] = _k22;
+    d[85] = _k22;
     const double _k23 = (1.0 - b_ser);
-    d[85] = _k23;
-    const double _k24 = (1.0 - b_ssc);
-    d[86] = _k24;
-    const double _k25 = ((K_ssc) * (K_ssc));
-    d[87] = _k25;
-    const double _k26 = ((K_eT) * (K_eT));
-    d[88] = _k26;
-    const double _k27 = ((k_st * tf) * testis_on);
-    d[89] = _k27;
-    const double _k28 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
-    d[90] = _k28;
-    const double _k29 = (1.0 - f_mF);
-    d[91] = _k29;
-    const double _k30 = (1.0 / tau_s);
-    d[92] = _k30;
-    const double _k31 = (1.0 - f_LHa);
-    d[93] = _k31;
-    const double _k32 = (1.0 / t_recL);
-    d[94] = _k32;
-    const double _k33 = ((K_st) * (K_st));
-    d[95] = _k33;
-    const double _k34 = (1.0 / tau_st);
-    d[96] = _k34;
-    const double _k35 = (k_itt * rho);
-    d[97] = _k35;
-    const double _k36 = (1.0 + (met_ar * met));
-    d[98] = _k36;
-    const double _k37 = (f_E2t / (1.0 - f_E2t));
-    d[99] = _k37;
-    const double _k38 = (1.0 - b_cap);
-    d[100] = _k38;
-    const double _k39 = (1.0 / tau_cap);
-    d[101] = _k39;
-    const double _k40 = (1.0 / tau_A);
-    d[102] = _k40;
-    const double _k41 = (PH_LN2 / t_gon_abs);
-    d[103] = _k41;
-    const double _k42 = (PH_LN2 / t_hcg_abs);
-    d[104] = _k42;
-    const double _k43 = (1.0 / V_hcg);
-    d[105] = _k43;
-    const double _k44 = (PH_LN2 / t_fshx_abs);
-    d[106] = _k44;
-    const double _k45 = (1.0 / V_fshx);
-    d[107] = _k45;
-    const double _k46 = (PH_LN2 / t_clo_abs);
-    d[108] = _k46;
-    const double _k47 = (PH_LN2 / t_tam_abs);
-    d[109] = _k47;
-    const double _k48 = (PH_LN2 / t_ana_abs);
-    d[110] = _k48;
-    const double _k49 = (1.0 - f_inhg);
-    d[111] = _k49;
-    const double _k50 = (1.0 / tau_ser);
-    d[112] = _k50;
-    const double _k51 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
-    d[113] = _k51;
-    const double _k52 = (1.0 / dur_epi);
-    d[114] = _k52;
-    const double _k53 = (1.0 + (met_int * met));
-    d[115] = _k53;
-    const double _k54 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
-    d[116] = _k54;
-    const double _k55 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
-    d[117] = _k55;
-    const double _k56 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
-    d[118] = _k56;
-    const double _k57 = (1.0 + ((Ka_alb * Alb) / 69000.0));
-    d[119] = _k57;
-    const double _k58 = (c_sp * k_epi);
-    d[120] = _k58;
-    const double _k59 = (1.0 / k_st);
-    d[121] = _k59;
+    d[86] = _k23;
+    const double _k24 = ((K_R) * (K_R) * (K_R) * (K_R));
+    d[87] = _k24;
+    const double _k25 = (1.0 - b_ssc);
+    d[88] = _k25;
+    const double _k26 = ((K_ssc) * (K_ssc));
+    d[89] = _k26;
+    const double _k27 = ((K_eT) * (K_eT));
+    d[90] = _k27;
+    const double _k28 = ((k_st * tf) * testis_on);
+    d[91] = _k28;
+    const double _k29 = ((K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT) * (K_dT));
+    d[92] = _k29;
+    const double _k30 = (1.0 - f_mF);
+    d[93] = _k30;
+    const double _k31 = (1.0 / tau_s);
+    d[94] = _k31;
+    const double _k32 = (1.0 - f_LHa);
+    d[95] = _k32;
+    const double _k33 = (1.0 / t_recL);
+    d[96] = _k33;
+    const double _k34 = ((K_st) * (K_st));
+    d[97] = _k34;
+    const double _k35 = (1.0 / tau_st);
+    d[98] = _k35;
+    const double _k36 = (k_itt * rho);
+    d[99] = _k36;
+    const double _k37 = (1.0 + (met_ar * met));
+    d[100] = _k37;
+    const double _k38 = (f_E2t / (1.0 - f_E2t));
+    d[101] = _k38;
+    const double _k39 = (1.0 - b_cap);
+    d[102] = _k39;
+    const double _k40 = (1.0 / tau_cap);
+    d[103] = _k40;
+    const double _k41 = (1.0 / tau_A);
+    d[104] = _k41;
+    const double _k42 = (PH_LN2 / t_gon_abs);
+    d[105] = _k42;
+    const double _k43 = (PH_LN2 / t_hcg_abs);
+    d[106] = _k43;
+    const double _k44 = (1.0 / V_hcg);
+    d[107] = _k44;
+    const double _k45 = (PH_LN2 / t_fshx_abs);
+    d[108] = _k45;
+    const double _k46 = (1.0 / V_fshx);
+    d[109] = _k46;
+    const double _k47 = (PH_LN2 / t_clo_abs);
+    d[110] = _k47;
+    const double _k48 = (PH_LN2 / t_tam_abs);
+    d[111] = _k48;
+    const double _k49 = (PH_LN2 / t_ana_abs);
+    d[112] = _k49;
+    const double _k50 = (1.0 - f_inhg);
+    d[113] = _k50;
+    const double _k51 = (1.0 / tau_ser);
+    d[114] = _k51;
+    const double _k52 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
+    d[115] = _k52;
+    const double _k53 = (1.0 / dur_epi);
+    d[116] = _k53;
+    const double _k54 = (1.0 / tau_Rg);
+    d[117] = _k54;
+    const double _k55 = (1.0 + (r_age * ph_pos((age - 35.0))));
+    d[118] = _k55;
+    const double _k56 = (1.0 / tau_Rl);
+    d[119] = _k56;
+    const double _k57 = (1.0 + (met_int * met));
+    d[120] = _k57;
+    const double _k58 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
+    d[121] = _k58;
+    const double _k59 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
+    d[122] = _k59;
+    const double _k60 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    d[123] = _k60;
+    const double _k61 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    d[124] = _k61;
+    const double _k62 = (c_sp * k_epi);
+    d[125] = _k62;
+    const double _k63 = (1.0 / k_st);
+    d[126] = _k63;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = (k_rec);
     d[2] = ((1.0 / tau_s));
@@ -461,7 +478,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[32] = ((1.0 / tau_ser)) * accel;
     d[33] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
     d[34] = ((1.0 / dur_epi)) * accel;
-    d[35] = (k_st) * accel;
+    d[35] = (0.0) * accel;
     d[36] = (k_st) * accel;
     d[37] = (k_st) * accel;
     d[38] = (k_st) * accel;
@@ -481,9 +498,10 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[52] = (k_st) * accel;
     d[53] = (k_st) * accel;
     d[54] = (k_st) * accel;
-    d[55] = (k_epi) * accel;
+    d[55] = (k_st) * accel;
     d[56] = (k_epi) * accel;
     d[57] = (k_epi) * accel;
+    d[58] = (k_epi) * accel;
 }
 
 /* rates of the fast states [0, NF), and with want_f the forcing terms f; coupled
@@ -531,53 +549,53 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double ai_max = p[122];
     const double accel = p[131];
     const double s_TF = p[132];
-    const double _k0 = d[62];
-    const double _k1 = d[63];
-    const double _k2 = d[64];
-    const double _k3 = d[65];
-    const double _k4 = d[66];
-    const double _k5 = d[67];
-    const double _k6 = d[68];
-    const double _k7 = d[69];
-    const double _k9 = d[71];
-    const double _k10 = d[72];
-    const double _k11 = d[73];
-    const double _k12 = d[74];
-    const double _k13 = d[75];
-    const double _k14 = d[76];
-    const double _k15 = d[77];
-    const double _k16 = d[78];
-    const double _k17 = d[79];
-    const double _k18 = d[80];
-    const double _k19 = d[81];
-    const double _k20 = d[82];
-    const double _k21 = d[83];
-    const double _k22 = d[84];
-    const double _k23 = d[85];
-    const double _k26 = d[88];
-    const double _k28 = d[90];
-    const double _k29 = d[91];
-    const double _k30 = d[92];
-    const double _k31 = d[93];
-    const double _k32 = d[94];
-    const double _k33 = d[95];
-    const double _k34 = d[96];
-    const double _k35 = d[97];
-    const double _k36 = d[98];
-    const double _k37 = d[99];
-    const double _k38 = d[100];
-    const double _k39 = d[101];
-    const double _k40 = d[102];
-    const double _k41 = d[103];
-    const double _k42 = d[104];
-    const double _k43 = d[105];
-    const double _k44 = d[106];
-    const double _k45 = d[107];
-    const double _k46 = d[108];
-    const double _k47 = d[109];
-    const double _k48 = d[110];
-    const double _k50 = d[112];
-    const double _k52 = d[114];
+    const double _k0 = d[63];
+    const double _k1 = d[64];
+    const double _k2 = d[65];
+    const double _k3 = d[66];
+    const double _k4 = d[67];
+    const double _k5 = d[68];
+    const double _k6 = d[69];
+    const double _k7 = d[70];
+    const double _k9 = d[72];
+    const double _k10 = d[73];
+    const double _k11 = d[74];
+    const double _k12 = d[75];
+    const double _k13 = d[76];
+    const double _k14 = d[77];
+    const double _k15 = d[78];
+    const double _k16 = d[79];
+    const double _k17 = d[80];
+    const double _k18 = d[81];
+    const double _k19 = d[82];
+    const double _k20 = d[83];
+    const double _k21 = d[84];
+    const double _k22 = d[85];
+    const double _k23 = d[86];
+    const double _k27 = d[90];
+    const double _k29 = d[92];
+    const double _k30 = d[93];
+    const double _k31 = d[94];
+    const double _k32 = d[95];
+    const double _k33 = d[96];
+    const double _k34 = d[97];
+    const double _k35 = d[98];
+    const double _k36 = d[99];
+    const double _k37 = d[100];
+    const double _k38 = d[101];
+    const double _k39 = d[102];
+    const double _k40 = d[103];
+    const double _k41 = d[104];
+    const double _k42 = d[105];
+    const double _k43 = d[106];
+    const double _k44 = d[107];
+    const double _k45 = d[108];
+    const double _k46 = d[109];
+    const double _k47 = d[110];
+    const double _k48 = d[111];
+    const double _k49 = d[112];
+    const double _k51 = d[114];
+    const double _k53 = d[116];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -650,43 +668,43 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double sub_TF = ((s_TF * ((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub))) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k21));
     const double hF_eff = (1.0 - ((1.0 - hF_ser) * (1.0 - sub_TF)));
     const double ser_tgt = ((b_serF + (_k22 * hF_eff)) * (b_ser + (_k23 * hT_ser)));
-    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k26));
-    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k28))));
-    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k29 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k27));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k29))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k30 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[2] = ((S * _k30));
+    r[2] = ((S * _k31));
     r[3] = (0.0);
     r[4] = ((synL - relL));
     r[5] = ((f_LHa * relL));
-    r[6] = ((_k31 * relL));
+    r[6] = ((_k32 * relL));
     r[7] = ((synF - relF));
     r[8] = (relF);
-    r[9] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
-    r[11] = ((T_prod + (_k35 * Ts)));
+    r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
+    r[11] = ((T_prod + (_k36 * Ts)));
     r[12] = (((_k19 * ITT) + T_exo));
-    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k36) * (Ts + (_k37 * T_testis))));
-    r[14] = (((b_cap + ((_k38 * sigLH) / (sigLH + K_cap))) * _k39)) * accel;
-    r[15] = ((ITT * _k40)) * accel;
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k37) * (Ts + (_k38 * T_testis))));
+    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
+    r[15] = ((ITT * _k41)) * accel;
     r[16] = ((F_gon * inf_gonadorelin));
-    r[17] = (((_k41 * GonSC) + inf_gonadorelin_iv));
+    r[17] = (((_k42 * GonSC) + inf_gonadorelin_iv));
     r[18] = ((inf_hcg + inf_hmg)) * accel;
-    r[19] = (((_k42 * hCGd) * _k43)) * accel;
+    r[19] = (((_k43 * hCGd) * _k44)) * accel;
     r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[21] = (((_k44 * FSHxd) * _k45)) * accel;
+    r[21] = (((_k45 * FSHxd) * _k46)) * accel;
     r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[24] = ((F_gel * inf_testosterone_gel)) * accel;
     r[25] = (inf_clomiphene) * accel;
-    r[26] = ((_k46 * CloG)) * accel;
+    r[26] = ((_k47 * CloG)) * accel;
     r[27] = (inf_tamoxifen) * accel;
-    r[28] = ((_k47 * TamG)) * accel;
+    r[28] = ((_k48 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
-    r[30] = ((_k48 * AnaG)) * accel;
+    r[30] = ((_k49 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k50);
-        f[1] = (mot_tgt * _k52);
+        f[0] = (ser_tgt * _k51);
+        f[1] = (mot_tgt * _k53);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -726,35 +744,35 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double f_mF = p[92];
     const double accel = p[131];
     const double s_TF = p[132];
-    const double _k6 = d[68];
-    const double _k7 = d[69];
-    const double _k9 = d[71];
-    const double _k10 = d[72];
-    const double _k11 = d[73];
-    const double _k12 = d[74];
-    const double _k13 = d[75];
-    const double _k14 = d[76];
-    const double _k19 = d[81];
-    const double _k20 = d[82];
-    const double _k21 = d[83];
-    const double _k22 = d[84];
-    const double _k23 = d[85];
-    const double _k26 = d[88];
-    const double _k28 = d[90];
-    const double _k29 = d[91];
-    const double _k30 = d[92];
-    const double _k31 = d[93];
-    const double _k32 = d[94];
-    const double _k33 = d[95];
-    const double _k34 = d[96];
-    const double _k35 = d[97];
-    const double _k36 = d[98];
-    const double _k37 = d[99];
-    const double _k38 = d[100];
-    const double _k39 = d[101];
-    const double _k40 = d[102];
-    const double _k50 = d[112];
-    const double _k52 = d[114];
+    const double _k6 = d[69];
+    const double _k7 = d[70];
+    const double _k9 = d[72];
+    const double _k10 = d[73];
+    const double _k11 = d[74];
+    const double _k12 = d[75];
+    const double _k13 = d[76];
+    const double _k14 = d[77];
+    const double _k19 = d[82];
+    const double _k20 = d[83];
+    const double _k21 = d[84];
+    const double _k22 = d[85];
+    const double _k23 = d[86];
+    const double _k27 = d[90];
+    const double _k29 = d[92];
+    const double _k30 = d[93];
+    const double _k31 = d[94];
+    const double _k32 = d[95];
+    const double _k33 = d[96];
+    const double _k34 = d[97];
+    const double _k35 = d[98];
+    const double _k36 = d[99];
+    const double _k37 = d[100];
+    const double _k38 = d[101];
+    const double _k39 = d[102];
+    const double _k40 = d[103];
+    const double _k41 = d[104];
+    const double _k51 = d[114];
+    const double _k53 = d[116];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -793,28 +811,28 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double sub_TF = ((s_TF * ((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub))) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k21));
     const double hF_eff = (1.0 - ((1.0 - hF_ser) * (1.0 - sub_TF)));
     const double ser_tgt = ((b_serF + (_k22 * hF_eff)) * (b_ser + (_k23 * hT_ser)));
-    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k26));
-    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k28))));
-    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k29 + ((f_mF * F_tot) / (F_tot + K_mF))));
+    const double h_entry = (((Atub) * (Atub)) / (((Atub) * (Atub)) + _k27));
+    const double death = (d_max * (1.0 - (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) / (((Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub) * (Atub)) + _k29))));
+    const double mot_tgt = ((Atub / (Atub + K_mT)) * (_k30 + ((f_mF * F_tot) / (F_tot + K_mF))));
     r[0] = (0.0);
     r[1] = (((((k_rec * (((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)) * ((1.0 - theta)))) * (1.0 - Ra)) - ((k_des * theta) * Ra)) + (k_rec * Ra)));
-    r[2] = ((S * _k30));
+    r[2] = ((S * _k31));
     r[3] = (0.0);
     r[4] = ((synL - relL));
     r[5] = ((f_LHa * relL));
-    r[6] = ((_k31 * relL));
+    r[6] = ((_k32 * relL));
     r[7] = ((synF - relF));
     r[8] = (relF);
-    r[9] = ((_k32 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
-    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k33)) * _k34));
-    r[11] = ((T_prod + (_k35 * Ts)));
+    r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
+    r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
+    r[11] = ((T_prod + (_k36 * Ts)));
     r[12] = ((_k19 * ITT));
-    r[13] = (((k_ar * _k36) * (Ts + (_k37 * T_testis))));
-    r[14] = (((b_cap + ((_k38 * sigLH) / (sigLH + K_cap))) * _k39)) * accel;
-    r[15] = ((ITT * _k40)) * accel;
+    r[13] = (((k_ar * _k37) * (Ts + (_k38 * T_testis))));
+    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
+    r[15] = ((ITT * _k41)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k50);
-        f[1] = (mot_tgt * _k52);
+        f[0] = (ser_tgt * _k51);
+        f[1] = (mot_tgt * _k53);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -827,71 +845,78 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double f_inhg = p[77];
     const double b_ssc = p[81];
     const double accel = p[131];
-    const double k_st = d[60];
-    const double k_epi = d[61];
-    const double _k24 = d[86];
-    const double _k25 = d[87];
-    const double _k27 = d[89];
-    const double _k49 = d[111];
-    const double _k51 = d[113];
+    const double k_st = d[61];
+    const double k_epi = d[62];
+    const double _k24 = d[87];
+    const double _k25 = d[88];
+    const double _k26 = d[89];
+    const double _k28 = d[91];
+    const double _k50 = d[113];
+    const double _k52 = d[115];
+    const double _k54 = d[117];
+    const double _k55 = d[118];
+    const double _k56 = d[119];
     const double Ser = y[32];
     const double Nssc = y[33];
-    const double x0 = y[35];
-    const double x1 = y[36];
-    const double x2 = y[37];
-    const double x3 = y[38];
-    const double x4 = y[39];
-    const double x5 = y[40];
-    const double x6 = y[41];
-    const double x7 = y[42];
-    const double x8 = y[43];
-    const double x9 = y[44];
-    const double x10 = y[45];
-    const double x11 = y[46];
-    const double x12 = y[47];
-    const double x13 = y[48];
-    const double x14 = y[49];
-    const double x15 = y[50];
-    const double x16 = y[51];
-    const double x17 = y[52];
-    const double x18 = y[53];
-    const double x19 = y[54];
-    const double ep0 = y[55];
-    const double ep1 = y[56];
+    const double Rsv = y[35];
+    const double x0 = y[36];
+    const double x1 = y[37];
+    const double x2 = y[38];
+    const double x3 = y[39];
+    const double x4 = y[40];
+    const double x5 = y[41];
+    const double x6 = y[42];
+    const double x7 = y[43];
+    const double x8 = y[44];
+    const double x9 = y[45];
+    const double x10 = y[46];
+    const double x11 = y[47];
+    const double x12 = y[48];
+    const double x13 = y[49];
+    const double x14 = y[50];
+    const double x15 = y[51];
+    const double x16 = y[52];
+    const double x17 = y[53];
+    const double x18 = y[54];
+    const double x19 = y[55];
+    const double ep0 = y[56];
+    const double ep1 = y[57];
     const double _fbar0 = fbar[0];
     const double _fbar1 = fbar[1];
     const double _fbar2 = fbar[2];
     const double _fbar3 = fbar[3];
-    const double ssc_tgt = (b_ssc + ((_k24 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k25)));
-    const double entry = (((_k27 * Nssc) * Ser) * _fbar3);
+    const double sig_R = (((Ser) * (Ser) * (Ser) * (Ser)) / (((Ser) * (Ser) * (Ser) * (Ser)) + _k24));
+    const double ssc_tgt = (Rsv * (b_ssc + ((_k25 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k26))));
+    const double entry = (((_k28 * Nssc) * Ser) * _fbar3);
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    r[31] = (((k_inh * Ser) * (_k49 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[31] = (((k_inh * Ser) * (_k50 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
     r[32] = (_fbar0) * accel;
-    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k51)) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k52)) * accel;
     r[34] = (_fbar1) * accel;
-    r[35] = (entry) * accel;
-    r[36] = ((k_st * x0)) * accel;
-    r[37] = ((k_st * x1)) * accel;
-    r[38] = (((k_st * x2) - (_fbar2 * x3))) * accel;
-    r[39] = (((k_st * x3) - (_fbar2 * x4))) * accel;
-    r[40] = (((k_st * x4) - (_fbar2 * x5))) * accel;
-    r[41] = (((k_st * x5) - (_fbar2 * x6))) * accel;
-    r[42] = (((k_st * x6) - (_fbar2 * x7))) * accel;
-    r[43] = (((k_st * x7) - (_fbar2 * x8))) * accel;
-    r[44] = (((k_st * x8) - (_fbar2 * x9))) * accel;
-    r[45] = ((k_st * x9)) * accel;
-    r[46] = ((k_st * x10)) * accel;
-    r[47] = ((k_st * x11)) * accel;
-    r[48] = ((k_st * x12)) * accel;
-    r[49] = ((k_st * x13)) * accel;
-    r[50] = ((k_st * x14)) * accel;
-    r[51] = ((k_st * x15)) * accel;
-    r[52] = ((k_st * x16)) * accel;
-    r[53] = ((k_st * x17)) * accel;
-    r[54] = ((k_st * x18)) * accel;
-    r[55] = ((k_st * x19)) * accel;
-    r[56] = ((k_epi * ep0)) * accel;
-    r[57] = ((k_epi * ep1)) * accel;
+    r[35] = ((((sig_R * (1.0 - Rsv)) * _k54) - ((((1.0 - sig_R) * Rsv) * _k55) * _k56))) * accel;
+    r[36] = (entry) * accel;
+    r[37] = ((k_st * x0)) * accel;
+    r[38] = ((k_st * x1)) * accel;
+    r[39] = (((k_st * x2) - (_fbar2 * x3))) * accel;
+    r[40] = (((k_st * x3) - (_fbar2 * x4))) * accel;
+    r[41] = (((k_st * x4) - (_fbar2 * x5))) * accel;
+    r[42] = (((k_st * x5) - (_fbar2 * x6))) * accel;
+    r[43] = (((k_st * x6) - (_fbar2 * x7))) * accel;
+    r[44] = (((k_st * x7) - (_fbar2 * x8))) * accel;
+    r[45] = (((k_st * x8) - (_fbar2 * x9))) * accel;
+    r[46] = ((k_st * x9)) * accel;
+    r[47] = ((k_st * x10)) * accel;
+    r[48] = ((k_st * x11)) * accel;
+    r[49] = ((k_st * x12)) * accel;
+    r[50] = ((k_st * x13)) * accel;
+    r[51] = ((k_st * x14)) * accel;
+    r[52] = ((k_st * x15)) * accel;
+    r[53] = ((k_st * x16)) * accel;
+    r[54] = ((k_st * x17)) * accel;
+    r[55] = ((k_st * x18)) * accel;
+    r[56] = ((k_st * x19)) * accel;
+    r[57] = ((k_epi * ep0)) * accel;
+    r[58] = ((k_epi * ep1)) * accel;
 }
 
 static inline void ph_pulse_law(const double *restrict y, const double *restrict p, const double *restrict d, double *restrict g) {
@@ -903,16 +928,16 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double w_E = p[8];
     const double fb_sens = p[9];
     const double blk_max = p[117];
-    const double _k1 = d[63];
-    const double _k2 = d[64];
-    const double _k4 = d[66];
-    const double _k5 = d[67];
-    const double _k6 = d[68];
-    const double _k7 = d[69];
-    const double _k8 = d[70];
-    const double _k53 = d[115];
-    const double _k54 = d[116];
-    const double _k55 = d[117];
+    const double _k1 = d[64];
+    const double _k2 = d[65];
+    const double _k4 = d[67];
+    const double _k5 = d[68];
+    const double _k6 = d[69];
+    const double _k7 = d[70];
+    const double _k8 = d[71];
+    const double _k57 = d[120];
+    const double _k58 = d[121];
+    const double _k59 = d[122];
     const double Ts = y[12];
     const double E2 = y[13];
     const double Clo = y[26];
@@ -924,11 +949,11 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbT = (Ts * _k6);
     const double fbE = ((E2 * (1.0 - er_block)) * _k7);
     const double fbH = (fb_sens * ((_k8 * fbT) + (w_E * fbE)));
-    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k53);
-    g[1] = (_k54 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
+    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k57);
+    g[1] = (_k58 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
-    g[4] = _k55;
+    g[4] = _k59;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -942,14 +967,14 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     (void)u;
     const double Ka_shbg = p[66];
     const double mot_max = p[89];
-    const double _k0 = d[62];
-    const double _k1 = d[63];
-    const double _k2 = d[64];
-    const double _k3 = d[65];
-    const double _k56 = d[118];
-    const double _k57 = d[119];
-    const double _k58 = d[120];
-    const double _k59 = d[121];
+    const double _k0 = d[63];
+    const double _k1 = d[64];
+    const double _k2 = d[65];
+    const double _k3 = d[66];
+    const double _k60 = d[123];
+    const double _k61 = d[124];
+    const double _k62 = d[125];
+    const double _k63 = d[126];
     const double Ra = y[1];
     const double LHa = y[5];
     const double LHb = y[6];
@@ -969,13 +994,13 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double Ser = y[32];
     const double Nssc = y[33];
     const double Mq = y[34];
-    const double ep2 = y[57];
+    const double ep2 = y[58];
     const double C_gon = ((1000.0 * GonP) * _k0);
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k56;
-    const double nV = _k57;
+    const double shbg_m = _k60;
+    const double nV = _k61;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -985,7 +1010,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k58 * ep2) * _k59);
+    o[7] = ((_k62 * ep2) * _k63);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;
@@ -1056,7 +1081,7 @@ static inline double ph_coarse_loss_bound(const double *restrict p) {
 }
 
 static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};
-static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 24, 24, 24};
+static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 25, 25, 25};
 static const int PH_DRUG_FAST[PH_NI] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
 
 #endif

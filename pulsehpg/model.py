@@ -147,7 +147,12 @@ VARS: tuple[Var, ...] = (
         "share of the FSH deficit at the Sertoli cell made up by androgen"),
     Var("hF_eff", "1.0 - (1.0 - hF_ser) * (1.0 - sub_TF)"),
     Var("ser_tgt", "(b_serF + (1.0 - b_serF) * hF_eff) * (b_ser + (1.0 - b_ser) * hT_ser)"),
-    Var("ssc_tgt", "b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2)"),
+    # the spermatogonial reserve (Rsv) bounds the pool Sertoli support allows: it is lost
+    # slowly while Sertoli support is low (months to years of gonadotropin suppression)
+    # and rebuilt over weeks once it returns, so longer suppression slows recovery
+    # (Liu 2006; Kohn 2017)
+    Var("sig_R", "Ser**4 / (Ser**4 + K_R**4)", "Sertoli support of the reserve"),
+    Var("ssc_tgt", "Rsv * (b_ssc + (1.0 - b_ssc) * Ser**2 / (Ser**2 + K_ssc**2))"),
     Var("k_st", f"{N_STAGES}.0 / dur_spg", "stage transit rate, 1/h"),
     Var("k_epi", f"{N_EPI}.0 / dur_epi", "epididymal transit rate, 1/h"),
     Var("h_entry", "Atub**2 / (Atub**2 + K_eT**2)", "androgen support of germ-cell entry"),
@@ -238,6 +243,9 @@ _coarse = [
           "capacity Sertoli support allows", coarse=True),
     State("Mq", "1", 0.8, "mot_tgt / dur_epi", "1.0 / dur_epi", True,
           "epididymal maturation quality (motility)", coarse=True),
+    State("Rsv", "1", 1.0, "sig_R * (1.0 - Rsv) / tau_Rg"
+          " - (1.0 - sig_R) * Rsv * (1.0 + r_age * pos(age - 35.0)) / tau_Rl", "0", True,
+          "spermatogonial reserve (1: intact)", coarse=True),
 ]
 _chain = []
 for _i in range(N_STAGES):

@@ -392,6 +392,18 @@ REGISTRY: tuple[Param, ...] = (
     _p("sertoli.androgen_fsh_substitution_k", "K_TF", 1800.0, "nmol/L", 1, 20000,
        "tubular androgen (ITT) at which half of the largest substitution is reached",
        "above normal ITT about 1200 nmol/L (Coviello 2005); calibrated: S10"),
+    _p("spermatogonia.reserve_loss_time", "tau_Rl", 730.0, "day", 10, 1e5,
+       "time constant of the loss of the spermatogonial reserve without Sertoli support",
+       "calibrated: S9 and S10 (longer TRT slows recovery: Liu 2006; Kohn 2017)", cv=0.5),
+    _p("spermatogonia.reserve_gain_time", "tau_Rg", 20.0, "day", 1, 1e4,
+       "time constant of the rebuilding of the spermatogonial reserve with Sertoli support",
+       "calibrated: S9"),
+    _p("spermatogonia.reserve_sertoli_k", "K_R", 0.35, "1", 1e-3, 10,
+       "Sertoli function at which the reserve is as often lost as rebuilt",
+       "below normal Sertoli function (about 0.8 here); calibrated: S9"),
+    _p("spermatogonia.reserve_age_slope", "r_age", 0.05, "1/year", 0, 1,
+       "fractional speeding of the reserve's loss per year of age after 35",
+       "Kohn 2017 (age predicts slower recovery after hCG); size calibrated: S10"),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in REGISTRY}

@@ -300,6 +300,27 @@ def test_testosterone_gel_raises_serum_t_and_lowers_lh():
     assert np.median(tr["lh"].mean(1)) < np.median(base["lh"])
 
 
+def test_longer_suppression_slows_recovery():
+    """The spermatogonial reserve is lost over years without Sertoli support, so 36 months
+    of TE delay recovery to 20 M/mL after stopping by weeks against 6 months (Liu 2006:
+    longer treatment, slower recovery; Kohn 2017). Without the reserve the spermatogonial
+    pool settles within months of suppression and both recover alike."""
+    days = {}
+    for months in (6, 36):
+        c = ph.Cohort(1, deterministic=True)
+        for w in range(round(months * 365.25 / 12 / 7)):
+            c.dose("testosterone_enanthate", 200.0)
+            c.advance_to((w + 1) * 7 * DAY)
+        stop = c.t
+        c.record(every="1 day")
+        c.advance_to(stop + 365 * DAY)
+        t, tr = c.trace()
+        above = tr["sperm_conc"][0] >= 20.0
+        assert above.any(), months
+        days[months] = (t[np.argmax(above)] - stop) / DAY
+    assert days[36] > days[6] + 10, days
+
+
 def test_high_dose_hcg_supports_spermatogenesis_with_fsh_suppressed():
     """hCG 3000 IU every other day after TRT: T and E2 keep FSH suppressed, yet high tubular
     androgen sustains Sertoli support (Finkel 1985; Burris 1988), so sperm output comes
