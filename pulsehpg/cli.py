@@ -1002,6 +1002,11 @@ def export_sbml_cmd(out, phenotype, params_path, overrides, doses, pumps, days, 
     if records_path is not None:
         more, infusions = _sbml_records(records_path)
         bolus += more
+    if len(bolus) + len(infusions) > MAX_SBML_EVENTS:
+        raise click.UsageError(
+            f"the regimen gives {len(bolus) + len(infusions)} dosing events; an SBML export "
+            f"holds at most {MAX_SBML_EVENTS} (one event each): shorten --days or dose less "
+            f"often, or use --pump for frequent boluses (one event per bolus at run time)")
     try:
         from .sbml import to_sbml
     except ImportError as e:  # pragma: no cover - sbml.py imports libsbml lazily
@@ -1020,6 +1025,9 @@ def export_sbml_cmd(out, phenotype, params_path, overrides, doses, pumps, days, 
     n_events = len(bolus) + len(infusions) + len(pump_list)
     click.echo(f"wrote {out} (phenotype {phenotype}, {len(model.STATES)} states, "
                f"{n_events} dosing event{'s' if n_events != 1 else ''})")
+
+
+MAX_SBML_EVENTS = 100_000
 
 
 def _sbml_records(path: str) -> tuple[list, list]:

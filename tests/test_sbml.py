@@ -432,6 +432,8 @@ def test_cli_export_of_a_regimen_runs_as_the_core_runs_it(tmp_path):
     (["--pump", "gonadorelin:5:1 day"], "interval must be between"),
     (["--records", "missing.csv"], "no such file"),
     (["--set", "steroid.shbg=-1"], "outside the allowed range"),
+    (["--records", "."], "is a directory"),
+    (["--dose", "hcg:1:15 min", "--days", "2000"], "at most 100000"),
 ])
 def test_cli_export_bad_regimen(tmp_path, args, message):
     r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), *args)
