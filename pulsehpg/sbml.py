@@ -110,6 +110,7 @@ _LITERAL_UNITS = {
     ("shbg_m", 40.0): "year",
     ("agef", 40.0): "year",
     ("Nssc", 35.0): "year",
+    ("Rsv", 35.0): "year",
     ("nV", 69000.0): "g/mol",  # albumin
 }
 
