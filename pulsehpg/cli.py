@@ -1033,7 +1033,7 @@ MAX_SBML_EVENTS = 100_000
 def _sbml_records(path: str) -> tuple[list, list]:
     """Boluses (time, drug, amount) and infusion changes (time, drug, rate) of the one
     patient of a dose-record file."""
-    from .nonmem import expand_records, read_dose_records
+    from .nonmem import expand_records, infusion_rates, read_dose_records
 
     if not os.path.isfile(path):
         raise click.BadParameter(f"no such file: {path}", param_hint="--records")
@@ -1045,26 +1045,9 @@ def _sbml_records(path: str) -> tuple[list, list]:
                                  f"model is one patient: keep the rows of one ID",
                                  param_hint="--records")
     events, _visits = expand_records(records)
-    bolus, changes = [], []
-    for t, kind, _patient, drug, value in events:
-        if kind == "dose":
-            bolus.append((t, drug, value))
-        else:
-            changes.append((t, 0 if kind == "infusion_stop" else 1, drug, value))
-    infusions, running = [], {}
-    # stops before starts at one time: back-to-back infusions hand over
-    for t, starts, drug, rate in sorted(changes, key=lambda c: (c[0], c[1])):
-        if starts:
-            if drug in running:
-                raise click.BadParameter(
-                    f"{path}: infusions of {drug} overlap at {t:g} h (one started at "
-                    f"{running[drug]:g} h is still running); an SBML export sets one rate per "
-                    f"drug: merge them into one record", param_hint="--records")
-            running[drug] = t
-            infusions.append((t, drug, rate))
-        else:
-            running.pop(drug, None)
-            infusions.append((t, drug, 0.0))
+    bolus = [(t, drug, value) for t, kind, _p, drug, value in events if kind == "dose"]
+    # overlapping infusions of one drug add up, as in `pulsehpg run`
+    infusions = [(t, drug, rate) for t, _p, drug, rate in infusion_rates(events)]
     return bolus, infusions
 
 

@@ -5,7 +5,8 @@ name; CMT is accepted as a synonym), AMT, II, ADDL, RATE, EVID.
 
 * EVID 1: a dose of AMT at TIME, repeated ADDL more times every II hours
   (ADDL = 0 with II > 0 is one dose). RATE > 0 makes each dose an infusion of
-  AMT at RATE per hour, which stops after AMT/RATE hours.
+  AMT at RATE per hour, which stops after AMT/RATE hours; infusions of one drug that
+  overlap add up.
 * EVID 0: an observation: a clinic visit with all labs at TIME.
 * EVID 2 (other event) is accepted and ignored; EVID 3 and 4 (state resets) are
   refused: every pulsehpg patient is independent and is never reset.
@@ -18,13 +19,15 @@ regimen's documented order (visits, then doses).
 from __future__ import annotations
 
 import csv
+import itertools
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import model
 
-__all__ = ["DoseRecord", "read_dose_records", "expand_records"]
+__all__ = ["DoseRecord", "read_dose_records", "expand_records", "infusion_rates"]
 
 _DRUGS = tuple(d.name for d in model.DRUGS)
 _COLUMNS = ("ID", "TIME", "AMT", "II", "ADDL", "RATE", "EVID")
@@ -142,3 +145,26 @@ def expand_records(records) -> tuple[list, list]:
                 else:
                     events.append((t, "dose", r.patient, r.drug, r.amount))
     return events, visits
+
+
+def infusion_rates(events) -> list[tuple[float, int, str, float]]:
+    """Total infusion rate of each patient and drug wherever it changes, from the
+    'infusion_start' and 'infusion_stop' events of expand_records: (time, patient, drug,
+    rate) in time order. Overlapping infusions of one drug add up; at one time the stops
+    and starts are applied together, so back-to-back infusions hand over with one change,
+    and the rate is summed afresh from the infusions running (no drift from adding and
+    subtracting)."""
+    changes = sorted((t, k == "infusion_start", p, d, v) for t, k, p, d, v in events
+                     if k in ("infusion_start", "infusion_stop"))
+    running: dict[tuple[int, str], Counter] = defaultdict(Counter)
+    out = []
+    for t, group in itertools.groupby(changes, key=lambda c: c[0]):
+        touched = {}
+        for _, starts, p, d, v in group:
+            running[(p, d)][v] += 1 if starts else -1
+            touched[(p, d)] = None
+        for p, d in touched:
+            # a start and its stop at one time (AMT/RATE below TIME's resolution) cancel
+            total = math.fsum(r * c for r, c in running[(p, d)].items() if c > 0)
+            out.append((t, p, d, total))
+    return out

@@ -34,7 +34,7 @@ import simpy
 
 from . import labs as labs_mod
 from .cohort import DRUG_NAMES, Cohort
-from .nonmem import expand_records
+from .nonmem import expand_records, infusion_rates
 from .scenario import Action, DrugPlan, Phase, Scenario
 from .schedule import Schedule
 
@@ -122,6 +122,7 @@ class RegimenRun:
                 raise ValueError(f"rules: unknown phase {name!r}; phases: {', '.join(names)}")
         self.processes = processes
         self._infusion = np.zeros((n, len(DRUG_NAMES)))
+        self._table_rate = np.zeros((n, len(DRUG_NAMES)))  # of the dose records
         self._all_runs: list[_DrugRun] = []
         self._entry_time = np.full(n, -np.inf)  # phase entries at one instant: loop guard
         self._entries_now = np.zeros(n, dtype=np.int64)
@@ -410,35 +411,39 @@ class RegimenRun:
     # -- dose records (NONMEM-style tables) -------------------------------------------------
     def _records(self):
         events, visits = expand_records(self.scenario.dose_records)
-        order = {"visit": _VISIT, "infusion_stop": _STOP, "dose": _DOSE, "infusion_start": _DOSE}
         timeline = [(t, _VISIT, "visit", p, "", 0.0) for t, p in visits]
-        timeline += [(t, order[k], k, p, d, v) for t, k, p, d, v in events]
+        timeline += [(t, _DOSE, k, p, d, v) for t, k, p, d, v in events if k == "dose"]
+        # infusions as their total rate per patient and drug (overlaps add up)
+        timeline += [(t, _DOSE, "rate", p, d, v) for t, p, d, v in infusion_rates(events)]
         timeline.sort(key=lambda e: (e[0], e[1]))
         for (t, _), items in itertools.groupby(timeline, key=lambda e: (e[0], e[1])):
-            items = list(items)
+            items = [i for i in items if i[3] < self.n]
             if t > self.env.now:
                 yield self.env.timeout(t - self.env.now)
             self.sync()
-            if items[0][2] == "visit":
+            if items and items[0][2] == "visit":
                 seen = np.zeros(self.n, dtype=bool)
-                seen[[i[3] for i in items if i[3] < self.n]] = True
+                seen[[i[3] for i in items]] = True
                 # the table's own schedule: like its doses, not ended with the phases
                 self.visit(seen, labs_mod.LAB_TESTS)
                 continue
             for kind, drug in {(i[2], i[4]) for i in items}:
-                amount = np.zeros(self.n)
-                for i in items:
-                    if i[2] == kind and i[4] == drug and i[3] < self.n:
-                        amount[i[3]] += i[5]
-                j = DRUG_NAMES.index(drug)
+                mine = [i for i in items if i[2] == kind and i[4] == drug]
                 if kind == "dose":
+                    amount = np.zeros(self.n)
+                    for i in mine:
+                        amount[i[3]] += i[5]
                     self.cohort.dose(drug, amount)
-                else:
-                    mask = amount > 0
-                    sign = 1.0 if kind == "infusion_start" else -1.0
-                    self._infusion[mask, j] = np.maximum(
-                        self._infusion[mask, j] + sign * amount[mask], 0.0)
-                    self.cohort.start_infusion(drug, self._infusion[:, j], mask=mask)
+                    continue
+                j = DRUG_NAMES.index(drug)
+                mask = np.zeros(self.n, dtype=bool)
+                for i in mine:
+                    # on top of what the phases infuse, which the table never ends
+                    self._infusion[i[3], j] += i[5] - self._table_rate[i[3], j]
+                    self._table_rate[i[3], j] = i[5]
+                    mask[i[3]] = True
+                self._infusion[:, j] = np.maximum(self._infusion[:, j], 0.0)
+                self.cohort.start_infusion(drug, self._infusion[:, j], mask=mask)
 
 
 def _action_from_dict(d: dict, phase_names: list[str]) -> Action:

@@ -154,6 +154,22 @@ def test_repeated_and_overlapping_infusions(tmp_path):
     assert c2[np.searchsorted(t, 1.9)] == pytest.approx(2 * on.max(), rel=0.02)
 
 
+def test_infusion_rates_add_up_hand_over_and_cancel():
+    from pulsehpg.nonmem import infusion_rates
+
+    events = [(0.0, "infusion_start", 0, "hcg", 0.1), (10.0, "infusion_stop", 0, "hcg", 0.1),
+              (5.0, "infusion_start", 0, "hcg", 0.2), (10.0, "infusion_start", 0, "hcg", 0.7),
+              (12.0, "infusion_stop", 0, "hcg", 0.2), (12.0, "infusion_stop", 0, "hcg", 0.7),
+              (3.0, "infusion_start", 1, "hcg", 1.0), (3.0, "infusion_stop", 1, "hcg", 1.0),
+              (1.0, "dose", 0, "hcg", 99.0)]
+    got = infusion_rates(events)
+    # 0.1, then 0.1 + 0.2, then the first hands over to 0.7 at 10 h in one change
+    want = [(0.0, 0, "hcg", 0.1), (3.0, 1, "hcg", 0.0), (5.0, 0, "hcg", 0.3),
+            (10.0, 0, "hcg", 0.9), (12.0, 0, "hcg", 0.0)]
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], rel=1e-15, abs=0)
+
+
 # --- one patient per ID --------------------------------------------------------------------
 def test_ids_are_patients_in_order_of_first_appearance(tmp_path):
     rows = ("b7,24,hcg,1000,0,0,0,1\n"

@@ -406,17 +406,20 @@ def test_cli_export_errors_are_one_line(tmp_path):
 def test_cli_export_of_a_regimen_runs_as_the_core_runs_it(tmp_path):
     """--dose, --pump and --records become the events the core gets for the same regimen."""
     records = tmp_path / "records.csv"
-    # gonadorelin iv infusions 5 ug/h for 2 h on days 3 and 10 (NONMEM: AMT 10, RATE 5)
+    # gonadorelin iv infusions 5 ug/h for 2 h on days 3 and 10 (NONMEM: AMT 10, RATE 5),
+    # and one more from 73 h that overlaps the first: the rates add up
     records.write_text("ID,TIME,DRUG,AMT,II,ADDL,RATE,EVID\n"
-                       "7,72,gonadorelin_iv,10,168,1,5,1\n7,100,,,,,,0\n")
+                       "7,72,gonadorelin_iv,10,168,1,5,1\n7,73,gonadorelin_iv,10,,,5,1\n"
+                       "7,100,,,,,,0\n")
     out = tmp_path / "regimen.xml"
     r = _cli("export-sbml", "-o", str(out), "--dose", "hcg:1500:3 days",
              "--pump", "gonadorelin:5:90 min", "--records", str(records), "--days", "30")
     assert r.exit_code == 0, r.output
-    assert "15 dosing events" in r.output  # 10 hCG boluses, 1 pump, 2 starts, 2 stops
+    assert "17 dosing events" in r.output  # 10 hCG boluses, 1 pump, 6 rate changes
     case = {"doses": [(72.0 * k, "hcg", 1500.0) for k in range(10)],
             "pumps": [(0.0, "gonadorelin", 5.0, 1.5)],
-            "infusions": [(72.0, "gonadorelin_iv", 5.0), (74.0, "gonadorelin_iv", 0.0),
+            "infusions": [(72.0, "gonadorelin_iv", 5.0), (73.0, "gonadorelin_iv", 10.0),
+                          (74.0, "gonadorelin_iv", 5.0), (75.0, "gonadorelin_iv", 0.0),
                           (240.0, "gonadorelin_iv", 5.0), (242.0, "gonadorelin_iv", 0.0)]}
     t_rr, sbml = simulate_sbml(document=out.read_text())
     t_core, core = simulate_core(**case)
@@ -447,6 +450,3 @@ def test_cli_export_records_of_one_patient_only(tmp_path):
     records.write_text("ID,TIME,DRUG,AMT,EVID\n1,0,hcg,1500,1\n2,0,hcg,1500,1\n")
     r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), "--records", str(records))
     assert r.exit_code == 2 and "holds records of 2 patients" in r.output
-    records.write_text("ID,TIME,DRUG,AMT,RATE,EVID\n1,0,hcg,100,10,1\n1,5,hcg,100,10,1\n")
-    r = _cli("export-sbml", "-o", str(tmp_path / "m.xml"), "--records", str(records))
-    assert r.exit_code == 2 and "infusions of hcg overlap at 5 h" in r.output
