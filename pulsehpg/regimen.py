@@ -123,7 +123,8 @@ class RegimenRun:
         self.processes = processes
         self._infusion = np.zeros((n, len(DRUG_NAMES)))
         self._table_rate = np.zeros((n, len(DRUG_NAMES)))  # of the dose records
-        self._all_runs: list[_DrugRun] = []
+        # pump runs per drug that may still run for someone (a new pump replaces them)
+        self._pumps: dict[str, list[_DrugRun]] = {}
         self._entry_time = np.full(n, -np.inf)  # phase entries at one instant: loop guard
         self._entries_now = np.zeros(n, dtype=np.int64)
         self._seq = itertools.count()
@@ -230,7 +231,6 @@ class RegimenRun:
         run = _DrugRun(plan.drug, np.full(self.n, plan.dose), plan.schedule, mask.copy(),
                        start, stop, np.zeros(self.n, dtype=bool))
         g.runs.append(run)
-        self._all_runs.append(run)
         s = plan.schedule
         if s.kind in ("pump", "continuous"):
             heapq.heappush(heap, (start, _DOSE, next(self._seq), "start", run))
@@ -269,18 +269,17 @@ class RegimenRun:
             return
         run.on |= mask
         if run.schedule.kind == "pump":
-            # one pump per drug and patient: a new pump of the same drug replaces the old
-            for other in self._runs_of(run.drug):
-                if other is not run and other.schedule.kind == "pump":
-                    other.on &= ~mask
+            # one pump per drug and patient: a new pump of the same drug replaces the old;
+            # runs that no longer run for anyone are dropped (phases may loop many times)
+            others = [o for o in self._pumps.get(run.drug, ()) if o is not run and o.on.any()]
+            for other in others:
+                other.on &= ~mask
+            self._pumps[run.drug] = others + [run]
             self.cohort.set_pump(run.drug, run.dose, run.schedule.period, mask=mask)
         else:
             j = DRUG_NAMES.index(run.drug)
             self._infusion[mask, j] += run.dose[mask]
             self.cohort.start_infusion(run.drug, self._infusion[:, j], mask=mask)
-
-    def _runs_of(self, drug: str):
-        return (r for r in self._all_runs if r.drug == drug)
 
     def _end_continuous(self, run: _DrugRun, mask: np.ndarray):
         if run.schedule.kind not in ("pump", "continuous"):
