@@ -488,10 +488,18 @@ def _visits(r: _Reader, t, path, duration) -> VisitPlan:
     else:
         at = t["at"]
         if not isinstance(at, list) or not at:
-            r.fail(f"{path}.at", f"expected a list of durations, got {at!r:.60}")
+            r.fail(f"{path}.at", f"expected a list of durations or \"end\", got {at!r:.60}")
         if len(at) > MAX_VISITS:
             r.fail(f"{path}.at", f"{len(at)} visits; at most {MAX_VISITS} are allowed")
-        times = sorted(r.duration({"t": x}, "t", f"{path}.at") for x in at)
+        # "end": the phase's last instant, whatever its duration (a sweep or arm may set it)
+        times = []
+        for x in at:
+            try:
+                times.append(duration if x == "end" else parse_duration(x, "at"))
+            except ValueError as e:
+                r.fail(f"{path}.at", f"{e.args[0].split(': ', 1)[-1]}; or \"end\" (the end of "
+                                     f"the phase)")
+        times.sort()
         if times[-1] > duration + 1e-9:
             r.fail(f"{path}.at", f"a visit at {times[-1] / 24:g} days is after the phase "
                                  f"ends ({duration / 24:g} days)")

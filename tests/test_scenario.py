@@ -272,6 +272,15 @@ def test_visits_every_and_at():
           "phase[0].visit[0].start", "after the phase ends", line='start = "3 weeks"')
 
 
+def test_visit_at_the_end_follows_the_duration():
+    text = mutate('at = ["2 weeks", "4 weeks"]', 'at = ["end", "2 weeks"]')
+    assert parse_scenario(text).phases[1].visits[0].times == (336.0, 672.0)
+    text = mutate('duration = "4 weeks"', 'duration = "3 weeks"', text)
+    assert parse_scenario(text).phases[1].visits[0].times == (336.0, 504.0)
+    check(mutate('at = ["2 weeks", "4 weeks"]', 'at = ["ending"]'), "phase[1].visit[0].at",
+          "'ending'", line='at = ["ending"]')
+
+
 def test_visits_every_times():
     sc = parse_scenario(mutate('every = "1 week"', 'every = "5 days"\nstart = "0 h"'))
     assert sc.phases[0].visits[0].times == (0.0, 120.0, 240.0)
