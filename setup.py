@@ -19,7 +19,10 @@ ext = Extension(
     "pulsehpg._core",
     ["csrc/_core.pyx"],
     include_dirs=["csrc", numpy.get_include()],
-    extra_compile_args=(["-O0", "-g"] if debug else ["-O3"] + native) + openmp,
+    # no FMA contraction: the core's lanes of four patients must give each patient's
+    # scalar result bit for bit (csrc/lanes.h), whatever the instruction set
+    extra_compile_args=(["-O0", "-g"] if debug else ["-O3"] + native) + ["-ffp-contract=off"]
+    + openmp,
     extra_link_args=openmp,
 )
 setup(ext_modules=cythonize([ext], compiler_directives=directives))

@@ -44,6 +44,12 @@ cdef extern from "engine.h" nogil:
     void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
     int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples, int ns,
                        double *out, int exact) noexcept
+
+cdef extern from "lanes.h" nogil:
+    enum:
+        PH_LANES
+    int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
+                         int ns, double *out, int exact) noexcept
     void ph_sync(const ph_cohort *c, int i, double t) noexcept
     void ph_peek(const ph_cohort *c, int i, double t, double *ys) noexcept
     void ph_observe(const ph_cohort *c, int i, double t, double *o) noexcept
@@ -129,16 +135,21 @@ cdef class Engine:
 
         Returns the number of patients whose state became non-finite.
         """
-        cdef Py_ssize_t i
+        cdef Py_ssize_t g, i
+        cdef Py_ssize_t groups = self.n // PH_LANES  # the rest goes one patient at a time
         cdef int ns = samples.shape[0]
         cdef int bad = 0
         cdef const double *sp = &samples[0] if ns > 0 else NULL
-        cdef double *op
+        cdef double *o0 = &out[0, 0, 0] if ns > 0 and self.n > 0 else NULL
         with nogil:
-            for i in prange(self.n, num_threads=threads, schedule="dynamic", chunksize=4):
-                op = &out[i, 0, 0] if ns > 0 else NULL
-                if ph_advance_one(&self.c, i, t1, sp, ns, op, exact) != 0:
-                    bad += 1
+            for g in prange(groups + self.n % PH_LANES, num_threads=threads, schedule="dynamic"):
+                if g < groups:
+                    bad += ph_advance_block(&self.c, <int>(g * PH_LANES), t1, sp, ns, o0, exact)
+                else:
+                    i = groups * PH_LANES + (g - groups)
+                    if ph_advance_one(&self.c, <int>i, t1, sp, ns,
+                                      o0 + i * ns * PH_NO if o0 != NULL else NULL, exact) != 0:
+                        bad += 1
         return bad
 
     def sync(self, double t, const unsigned char[::1] mask):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -527,6 +528,29 @@ def _ident(name: str) -> str:
     return name.upper()
 
 
+_CALL = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\s*\(")
+_LITERAL_RHS = re.compile(r"^(\s*[a-z]\[\d+\] = )\(?\s*(-?[0-9.]+(?:e[-+]?\d+)?)\s*\)?;$")
+
+
+def _lanes(lines: list[str]) -> list[str] | None:
+    """The same statements on ph_v4d lanes (four patients, one per lane; GCC/Clang vector
+    extension): each lane does the scalar operations in the scalar order, so its result is
+    the scalar one bit for bit. None where a statement calls a function or branches on a
+    value (no lane form; the core then steps patients one at a time)."""
+    out = []
+    for ln in lines:
+        if ln.startswith(("if (want_f)", "}", "(void)")):
+            out.append(ln)
+            continue
+        if "?" in ln or _CALL.search(ln.split("=", 1)[1]):
+            return None
+        m = _LITERAL_RHS.match(ln)
+        if m:  # a vector cannot be assigned a plain number
+            ln = f"{m.group(1)}PH_V4D_SPLAT({m.group(2)});"
+        out.append(ln.replace("const double ", "const ph_v4d "))
+    return out
+
+
 def c_header() -> str:
     L = LAYOUT
     b = _body("c")
@@ -576,6 +600,22 @@ def c_header() -> str:
        "const double *restrict u, const double *restrict cv, double *restrict r, "
        "double *restrict f, const int want_f)", ["(void)u; (void)cv; (void)f; (void)want_f;"]
        + b["rate_nodrug"])
+    # the fast rates on lanes of four patients (csrc/lanes.h)
+    fast_v = _lanes(["(void)cv; (void)f; (void)want_f;"] + b["rate_fast"])
+    nodrug_v = _lanes(["(void)u; (void)cv; (void)f; (void)want_f;"] + b["rate_nodrug"])
+    h.append(f"#define PH_HAVE_LANES {int(fast_v is not None and nodrug_v is not None)}")
+    h.append("")
+    if fast_v is not None and nodrug_v is not None:
+        h.append("typedef double ph_v4d __attribute__((vector_size(32)));")
+        h.append("#define PH_V4D_SPLAT(x) ((ph_v4d){(x), (x), (x), (x)})")
+        h.append("")
+        vsig = ("const ph_v4d *restrict y, const ph_v4d *restrict p, const ph_v4d *restrict d, "
+                "const ph_v4d *restrict u, const ph_v4d *restrict cv, ph_v4d *restrict r, "
+                "ph_v4d *restrict f, const int want_f")
+        fn("/* ph_rate on lanes */\nstatic inline __attribute__((always_inline)) void "
+           f"ph_rate_v({vsig})", fast_v)
+        fn("/* ph_rate_nodrug on lanes */\nstatic inline __attribute__((always_inline)) void "
+           f"ph_rate_nodrug_v({vsig})", nodrug_v)
     fn("/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */\n"
        "static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, "
        "const double *restrict d, const double *restrict u, const double *restrict fbar, "

@@ -153,6 +153,35 @@ def test_patient_subset_in_any_order(cohort_of_50):
     np.testing.assert_array_equal(obs_sub[1], obs[4])
 
 
+def _mixed(patients, n=9):
+    """Patients of one cohort treated differently: some with a drug, one on a pump, the
+    rest untreated, so that the core's lanes of four patients mix modes (csrc/lanes.h)."""
+    ids = list(range(n)) if patients is None else patients
+    c = Cohort(seed=5, patients=ids)
+    c.record(every="37 min")
+    te = np.isin(ids, [1, 4, 6])
+    pump = np.isin(ids, [2])
+    c.advance_to("5 h")
+    if te.any():
+        c.dose("testosterone_enanthate", 200.0, mask=te)
+    if pump.any():
+        c.set_pump("gonadorelin", 5.0, "90 min", mask=pump)
+    c.advance_to("1 day")
+    if te.any():
+        c.start_infusion("hcg", 30.0, mask=te)
+    c.advance_to("2 days")
+    _, tr = c.trace()
+    return np.stack([tr[o] for o in OBSERVABLES], axis=-1), c.state
+
+
+def test_patients_treated_differently_equal_themselves_alone():
+    obs, y = _mixed(None)
+    for k in (0, 1, 2, 3, 8):
+        obs_k, y_k = _mixed([k])
+        np.testing.assert_array_equal(obs_k[0], obs[k])
+        np.testing.assert_array_equal(y_k[0], y[k])
+
+
 def _two_days(stops, record, others_dosed):
     """Patient 0 of 3 over two days: final state and observables at 6-hourly stops."""
     c = Cohort(3, seed=11)
