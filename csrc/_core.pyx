@@ -50,6 +50,8 @@ cdef extern from "lanes.h" nogil:
         PH_LANES
     int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
                          int ns, double *out, int exact) noexcept
+    int ph_lanes_set(int mode) noexcept
+    int ph_lanes_get() noexcept
     void ph_sync(const ph_cohort *c, int i, double t) noexcept
     void ph_peek(const ph_cohort *c, int i, double t, double *ys) noexcept
     void ph_observe(const ph_cohort *c, int i, double t, double *o) noexcept
@@ -62,6 +64,21 @@ cdef extern from "lanes.h" nogil:
     double ph_uniform(uint64_t key, uint64_t *ctr) noexcept
 
 NS = PH_NS
+_LANE_MODES = ("off", "baseline", "avx2")
+ph_lanes_set(-1)
+
+
+def lanes(mode=None):
+    """How the core steps groups of four patients: 'avx2' or 'baseline' (four patients per
+    vector register on that instruction set) or 'off' (one at a time). The default is
+    'avx2' where the CPU has it, else 'off'. With a mode, use it if this CPU has it, else
+    the default; returns the mode in use. Results are the same bit for bit in every mode;
+    do not change it while a cohort advances."""
+    if mode is not None:
+        if mode not in _LANE_MODES:
+            raise ValueError(f"mode: expected one of {', '.join(_LANE_MODES)}, got {mode!r}")
+        ph_lanes_set(_LANE_MODES.index(mode))
+    return _LANE_MODES[ph_lanes_get()]
 NP = PH_NP
 NI = PH_NI
 ND = PH_ND

@@ -8,9 +8,9 @@
  * contraction: build with -ffp-contract=off). Otherwise the lanes that step take scalar
  * steps. Events, coarse steps, samples and cut-step coefficients stay scalar.
  *
- * The lane step is compiled twice (PH_LANES_DEFINE): for the baseline instruction set
+ * The lane step is compiled twice (lanes_impl.h): for the baseline instruction set
  * (SSE2 on x86-64: two doubles per instruction) and, on x86-64, for AVX2 (four), chosen
- * at run time by ph_advance_group.
+ * at run time (ph_lanes_set).
  */
 #ifndef PULSEHPG_LANES_H
 #define PULSEHPG_LANES_H
@@ -27,6 +27,7 @@ typedef struct {
     int stop_short; /* interval ends on the ladder at or before te (samples, inexact end) */
     int nodrug;     /* decided when the interval starts, as in ph_integrate */
     int last;       /* the step being taken is cut short to te */
+    int level;      /* its ladder level, or -1 for a cut step (own coefficients) */
     double t, te, hc, h, hl;
     const double *coef;
     double own[PH_NCOEF * PH_NF];
@@ -142,6 +143,7 @@ static inline int ph_lane_step_setup(const ph_cohort *c, ph_lane *L) {
         L->coef = L->own;
     }
     L->last = last;
+    L->level = last ? -1 : l;
     L->h = h;
     L->hl = hl;
     return 1;
@@ -176,134 +178,43 @@ static inline int ph_lane_step_done(const ph_cohort *c, ph_lane *L) {
 }
 
 #if PH_HAVE_LANES
-/* ph_step_n of the four lanes' patients at once; the lanes' parameters, derived
- * quantities and inputs come transposed (pT[k] holds parameter k of the four). */
-#define PH_LANES_DEFINE(NAME)                                                                  \
-    static inline __attribute__((always_inline)) void NAME##_step(                             \
-        const ph_cohort *c, ph_lane *lanes, const ph_v4d *restrict pT,                         \
-        const ph_v4d *restrict dT, const ph_v4d *restrict uT, const int n, const int nodrug) { \
-        ph_v4d y[PH_NF], acc[2 * PH_NFRC], E[PH_NF], E2[PH_NF], Q[PH_NF], F1[PH_NF],          \
-            F2[PH_NF], F3[PH_NF], cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];        \
-        double *ys[PH_LANES], *as[PH_LANES];                                                   \
-        const double *cl[PH_LANES];                                                            \
-        ph_v4d h, s0;                                                                          \
-        for (int l = 0; l < PH_LANES; l++) {                                                   \
-            ys[l] = c->y + (size_t)lanes[l].i * PH_NS;                                         \
-            as[l] = c->aux + (size_t)lanes[l].i * PH_NAUX;                                     \
-            cl[l] = lanes[l].coef;                                                             \
-            h[l] = lanes[l].h;                                                                 \
-            s0[l] = lanes[l].t - c->tc[lanes[l].i];                                            \
-        }                                                                                      \
-        for (int j = 0; j < n; j++) {                                                          \
-            y[j] = (ph_v4d){ys[0][j], ys[1][j], ys[2][j], ys[3][j]};                           \
-            E[j] = (ph_v4d){cl[0][j], cl[1][j], cl[2][j], cl[3][j]};                           \
-            E2[j] = (ph_v4d){cl[0][PH_NF + j], cl[1][PH_NF + j], cl[2][PH_NF + j],             \
-                             cl[3][PH_NF + j]};                                                \
-            Q[j] = (ph_v4d){cl[0][2 * PH_NF + j], cl[1][2 * PH_NF + j], cl[2][2 * PH_NF + j],  \
-                            cl[3][2 * PH_NF + j]};                                             \
-            F1[j] = (ph_v4d){cl[0][3 * PH_NF + j], cl[1][3 * PH_NF + j], cl[2][3 * PH_NF + j], \
-                             cl[3][3 * PH_NF + j]};                                            \
-            F2[j] = (ph_v4d){cl[0][4 * PH_NF + j], cl[1][4 * PH_NF + j], cl[2][4 * PH_NF + j], \
-                             cl[3][4 * PH_NF + j]};                                            \
-            F3[j] = (ph_v4d){cl[0][5 * PH_NF + j], cl[1][5 * PH_NF + j], cl[2][5 * PH_NF + j], \
-                             cl[3][5 * PH_NF + j]};                                            \
-        }                                                                                      \
-        for (int k = 0; k < 2 * PH_NFRC; k++)                                                  \
-            acc[k] = (ph_v4d){as[0][k], as[1][k], as[2][k], as[3][k]};                         \
-        for (int k = 0; k < PH_NCPL; k++) {                                                    \
-            cv0[k] = (ph_v4d){lanes[0].cv0[k], lanes[1].cv0[k], lanes[2].cv0[k],               \
-                              lanes[3].cv0[k]};                                                \
-            cvh[k] = (ph_v4d){lanes[0].cvh[k], lanes[1].cvh[k], lanes[2].cvh[k],               \
-                              lanes[3].cvh[k]};                                                \
-            cv1[k] = (ph_v4d){lanes[0].cv1[k], lanes[1].cv1[k], lanes[2].cv1[k],               \
-                              lanes[3].cv1[k]};                                                \
-        }                                                                                      \
-        ph_v4d nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];                 \
-        ph_v4d f0[PH_NFRC + 1], fc[PH_NFRC + 1];                                               \
-        if (nodrug) ph_rate_nodrug_v(y, pT, dT, uT, cv0, nu, f0, 1);                           \
-        else ph_rate_v(y, pT, dT, uT, cv0, nu, f0, 1);                                         \
-        for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];                        \
-        if (nodrug) ph_rate_nodrug_v(a, pT, dT, uT, cvh, na, NULL, 0);                         \
-        else ph_rate_v(a, pT, dT, uT, cvh, na, NULL, 0);                                       \
-        for (int j = 0; j < n; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];                        \
-        if (nodrug) ph_rate_nodrug_v(s, pT, dT, uT, cvh, nb, NULL, 0);                         \
-        else ph_rate_v(s, pT, dT, uT, cvh, nb, NULL, 0);                                       \
-        for (int j = 0; j < n; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);        \
-        if (nodrug) ph_rate_nodrug_v(s, pT, dT, uT, cv1, nc, fc, 1);                           \
-        else ph_rate_v(s, pT, dT, uT, cv1, nc, fc, 1);                                         \
-        for (int j = 0; j < n; j++)                                                            \
-            y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];      \
-        const ph_v4d w = 0.5 * h, s1 = s0 + h;                                                 \
-        for (int k = 0; k < PH_NFRC; k++) {                                                    \
-            acc[k] += w * (f0[k] + fc[k]);                                                     \
-            acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);                                 \
-        }                                                                                      \
-        for (int l = 0; l < PH_LANES; l++) {                                                   \
-            for (int j = 0; j < n; j++) ys[l][j] = y[j][l];                                    \
-            for (int k = 0; k < 2 * PH_NFRC; k++) as[l][k] = acc[k][l];                        \
-        }                                                                                      \
-    }                                                                                          \
-                                                                                               \
-    static int NAME(const ph_cohort *c, const int *idx, double t1, const double *samples,     \
-                    int ns, double *const *outs, int exact) {                                  \
-        ph_lane lanes[PH_LANES];                                                               \
-        ph_v4d pT[PH_NP], dT[PH_ND], uT[PH_NI];                                                \
-        for (int l = 0; l < PH_LANES; l++) {                                                   \
-            const int i = idx[l];                                                              \
-            for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];            \
-            for (int k = 0; k < PH_ND; k++) dT[k][l] = c->d[(size_t)i * PH_ND + k];            \
-            for (int k = 0; k < PH_NI; k++) uT[k][l] = c->u[(size_t)i * PH_NI + k];            \
-            lanes[l].i = i;                                                                    \
-            lanes[l].k = 0;                                                                    \
-            lanes[l].t = c->tp[i];                                                             \
-            lanes[l].active = ph_lane_plan(c, &lanes[l], t1, samples, ns, outs[l], exact);     \
-        }                                                                                      \
-        for (;;) {                                                                             \
-            int stepping = 0, nodrug = 0;                                                      \
-            for (int l = 0; l < PH_LANES; l++) {                                               \
-                ph_lane *L = &lanes[l];                                                        \
-                while (L->active && !ph_lane_step_setup(c, L))                                 \
-                    L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);         \
-                if (L->active) {                                                               \
-                    stepping++;                                                                \
-                    nodrug += L->nodrug;                                                       \
-                }                                                                              \
-            }                                                                                  \
-            if (!stepping) break;                                                              \
-            if (stepping == PH_LANES && nodrug == PH_LANES)                                    \
-                NAME##_step(c, lanes, pT, dT, uT, PH_NE, 1);                                   \
-            else if (stepping == PH_LANES && nodrug == 0)                                      \
-                NAME##_step(c, lanes, pT, dT, uT, PH_NF, 0);                                   \
-            else                                                                               \
-                for (int l = 0; l < PH_LANES; l++)                                             \
-                    if (lanes[l].active) ph_lane_step_scalar(c, &lanes[l]);                    \
-            for (int l = 0; l < PH_LANES; l++) {                                               \
-                ph_lane *L = &lanes[l];                                                        \
-                if (L->active && !ph_lane_step_done(c, L))                                     \
-                    L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);         \
-            }                                                                                  \
-        }                                                                                      \
-        int bad = 0;                                                                           \
-        for (int l = 0; l < PH_LANES; l++) {                                                   \
-            const double *y = c->y + (size_t)idx[l] * PH_NS;                                   \
-            for (int j = 0; j < PH_NS; j++)                                                    \
-                if (!isfinite(y[j])) {                                                         \
-                    bad++;                                                                     \
-                    break;                                                                     \
-                }                                                                              \
-        }                                                                                      \
-        return bad;                                                                            \
-    }
-
-PH_LANES_DEFINE(ph_lanes_base)
+typedef long long ph_v4di __attribute__((vector_size(32)));
+/* the lane step and driver, once per instruction set (lanes_impl.h) */
+#define PH_LANES_NAME(x) ph_lanes_base##x
+#include "lanes_impl.h"
+#undef PH_LANES_NAME
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC target("avx2")
-PH_LANES_DEFINE(ph_lanes_avx2)
+#define PH_LANES_NAME(x) ph_lanes_avx2##x
+#include "lanes_impl.h"
+#undef PH_LANES_NAME
 #pragma GCC pop_options
-
 #endif
 #endif /* PH_HAVE_LANES */
+
+/* How groups of four are stepped: 0 one patient at a time (ph_advance_one), 1 lanes on
+ * the baseline instruction set, 2 lanes on AVX2. Set with ph_lanes_set before advancing
+ * (never while a cohort advances); the results are the same bit for bit in every mode. */
+static int ph_lanes_mode = 0;
+
+/* Choose a mode (-1: the default); returns the mode now in use. The default is AVX2
+ * where the CPU has it, else one patient at a time: on two doubles per instruction the
+ * lanes' transposing costs more than they save (benchmarks/README.md). A mode the CPU
+ * lacks gives the default. */
+static inline int ph_lanes_set(int mode) {
+    int avx2 = 0;
+#if PH_HAVE_LANES && defined(__x86_64__) && defined(__GNUC__)
+    avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
+    const int fallback = avx2 ? 2 : 0;
+    if (mode == 1 && !PH_HAVE_LANES) mode = -1;
+    if (mode == 2 && !avx2) mode = -1;
+    ph_lanes_mode = (mode < 0 || mode > 2) ? fallback : mode;
+    return ph_lanes_mode;
+}
+
+static inline int ph_lanes_get(void) { return ph_lanes_mode; }
 
 /* Advance the patients idx[0..3] to t1 (as ph_advance_one does each; outs[l]: patient
  * idx[l]'s sample rows). Returns how many of them have a non-finite state. */
@@ -312,19 +223,15 @@ static inline int ph_advance_group(const ph_cohort *c, const int *idx, double t1
                                    int exact) {
 #if PH_HAVE_LANES
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (__builtin_cpu_supports("avx2")) return ph_lanes_avx2(c, idx, t1, samples, ns, outs, exact);
-
+    if (ph_lanes_mode == 2) return ph_lanes_avx2_run(c, idx, t1, samples, ns, outs, exact);
 #endif
-    return ph_lanes_base(c, idx, t1, samples, ns, outs, exact);
-#else
+    if (ph_lanes_mode == 1) return ph_lanes_base_run(c, idx, t1, samples, ns, outs, exact);
+#endif
     int bad = 0;
     for (int l = 0; l < PH_LANES; l++)
         bad += ph_advance_one(c, idx[l], t1, samples, ns, outs[l], exact) != 0;
     return bad;
-
-#endif
 }
-
 
 /* Patients i0..i0+3 of a cohort whose sample rows are out (n x ns x NO, or NULL). */
 static inline int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,

@@ -182,6 +182,32 @@ def test_patients_treated_differently_equal_themselves_alone():
         np.testing.assert_array_equal(y_k[0], y[k])
 
 
+@pytest.mark.parametrize("mode", ["baseline", "avx2"])
+def test_lanes_of_four_patients_equal_one_at_a_time(mode):
+    """The core steps groups of four patients on vector lanes (csrc/lanes.h): on either
+    instruction set every patient comes out as when stepped alone, bit for bit."""
+    from pulsehpg import _core
+
+    best = _core.lanes()
+    try:
+        _core.lanes("off")
+        obs, y = _mixed(None)
+        used = _core.lanes(mode)
+        assert used == mode or (mode == "avx2" and used == "off")  # a CPU without AVX2
+        obs_v, y_v = _mixed(None)
+    finally:
+        _core.lanes(best)
+    np.testing.assert_array_equal(obs_v, obs)
+    np.testing.assert_array_equal(y_v, y)
+
+
+def test_lanes_mode_is_checked():
+    from pulsehpg import _core
+
+    with pytest.raises(ValueError, match="^mode: expected one of off, baseline, avx2"):
+        _core.lanes("sse9")
+
+
 def _two_days(stops, record, others_dosed):
     """Patient 0 of 3 over two days: final state and observables at 6-hourly stops."""
     c = Cohort(3, seed=11)

@@ -1,0 +1,155 @@
+/* The lane step and driver of csrc/lanes.h, for one instruction set: included once per
+ * set with PH_LANES_NAME(x) naming the functions. No include guard on purpose. */
+
+/* The ETD coefficients of the four lanes' steps, as vectors: each lane's row from the
+ * transposed ladder table et (et[level][row][state], lane l's patient in element l) or
+ * from its own cut-step coefficients: the table's rows themselves when all four lanes
+ * are on one level, else assembled in cf. */
+static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs)(
+    const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF], const int n,
+    ph_v4d (*cf)[PH_NF]))[PH_NF] {
+    int lv[PH_LANES], first = -1, same = 1, own = 0;
+    for (int l = 0; l < PH_LANES; l++) {
+        lv[l] = lanes[l].level;
+        if (lv[l] < 0) own = 1;
+        else if (first < 0) first = lv[l];
+        else if (lv[l] != first) same = 0;
+    }
+    if (same && !own) return et[first]; /* all lanes on one level: the table itself */
+    if (first < 0) first = 0; /* every lane cut short: all elements come from own rows */
+    for (int r = 0; r < PH_NCOEF; r++)
+        for (int j = 0; j < n; j++) cf[r][j] = et[first][r][j];
+    if (!same) { /* other levels: blend their lanes in */
+        for (int l = 0; l < PH_LANES; l++) {
+            if (lv[l] < 0 || lv[l] == first) continue;
+            int taken = 0;
+            for (int m = 0; m < l; m++) taken |= lv[m] == lv[l];
+            if (taken) continue;
+            ph_v4di mask;
+            for (int m = 0; m < PH_LANES; m++) mask[m] = lv[m] == lv[l] ? -1 : 0;
+            for (int r = 0; r < PH_NCOEF; r++)
+                for (int j = 0; j < n; j++)
+                    cf[r][j] = (ph_v4d)(((ph_v4di)cf[r][j] & ~mask)
+                                        | ((ph_v4di)et[lv[l]][r][j] & mask));
+        }
+    }
+    if (own)
+        for (int l = 0; l < PH_LANES; l++)
+            if (lv[l] < 0)
+                for (int r = 0; r < PH_NCOEF; r++)
+                    for (int j = 0; j < n; j++) cf[r][j][l] = lanes[l].own[r * PH_NF + j];
+    return (const ph_v4d(*)[PH_NF])cf;
+}
+
+/* ph_step_n of the four lanes' patients at once (n states; nodrug as in ph_step_n); the
+ * lanes' parameters, derived quantities and inputs come transposed (pT[k] holds
+ * parameter k of the four patients). */
+static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
+    const ph_cohort *c, const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF],
+    const ph_v4d *restrict pT, const ph_v4d *restrict dT, const ph_v4d *restrict uT,
+    const int n, const int nodrug) {
+    ph_v4d y[PH_NF], acc[2 * PH_NFRC], cf[PH_NCOEF][PH_NF];
+    ph_v4d cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
+    double *ys[PH_LANES], *as[PH_LANES];
+    for (int l = 0; l < PH_LANES; l++) {
+        ys[l] = c->y + (size_t)lanes[l].i * PH_NS;
+        as[l] = c->aux + (size_t)lanes[l].i * PH_NAUX;
+        h[l] = lanes[l].h;
+        s0[l] = lanes[l].t - c->tc[lanes[l].i];
+    }
+    for (int j = 0; j < n; j++) y[j] = (ph_v4d){ys[0][j], ys[1][j], ys[2][j], ys[3][j]};
+    for (int k = 0; k < 2 * PH_NFRC; k++) acc[k] = (ph_v4d){as[0][k], as[1][k], as[2][k], as[3][k]};
+    for (int k = 0; k < PH_NCPL; k++) {
+        cv0[k] = (ph_v4d){lanes[0].cv0[k], lanes[1].cv0[k], lanes[2].cv0[k], lanes[3].cv0[k]};
+        cvh[k] = (ph_v4d){lanes[0].cvh[k], lanes[1].cvh[k], lanes[2].cvh[k], lanes[3].cvh[k]};
+        cv1[k] = (ph_v4d){lanes[0].cv1[k], lanes[1].cv1[k], lanes[2].cv1[k], lanes[3].cv1[k]};
+    }
+    const ph_v4d(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cf);
+    const ph_v4d *E = co[0], *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
+    ph_v4d nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
+    ph_v4d f0[PH_NFRC + 1], fc[PH_NFRC + 1];
+#define PH_RATE_V(x, cv, r, f, want_f)                                                       \
+    (nodrug ? ph_rate_nodrug_v(x, pT, dT, uT, cv, r, f, want_f)                              \
+            : ph_rate_v(x, pT, dT, uT, cv, r, f, want_f))
+    PH_RATE_V(y, cv0, nu, f0, 1);
+    for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
+    PH_RATE_V(a, cvh, na, NULL, 0);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * y[j] + Q[j] * na[j];
+    PH_RATE_V(s, cvh, nb, NULL, 0);
+    for (int j = 0; j < n; j++) s[j] = E2[j] * a[j] + Q[j] * (2.0 * nb[j] - nu[j]);
+    PH_RATE_V(s, cv1, nc, fc, 1);
+#undef PH_RATE_V
+    for (int j = 0; j < n; j++)
+        y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
+    const ph_v4d w = 0.5 * h, s1 = s0 + h;
+    for (int k = 0; k < PH_NFRC; k++) {
+        acc[k] += w * (f0[k] + fc[k]);
+        acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
+    }
+    for (int l = 0; l < PH_LANES; l++) {
+        for (int j = 0; j < n; j++) ys[l][j] = y[j][l];
+        for (int k = 0; k < 2 * PH_NFRC; k++) as[l][k] = acc[k][l];
+    }
+}
+
+/* ph_advance_one for the four patients idx[0..3] (outs[l]: patient idx[l]'s sample rows);
+ * returns how many of them have a non-finite state. */
+static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
+                                const double *samples, int ns, double *const *outs,
+                                int exact) {
+    ph_lane lanes[PH_LANES];
+    ph_v4d pT[PH_NP], dT[PH_ND], uT[PH_NI];
+    ph_v4d et[c->n_levels][PH_NCOEF][PH_NF]; /* the lanes' ladder coefficients, transposed */
+    for (int l = 0; l < PH_LANES; l++) {
+        const int i = idx[l];
+        for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];
+        for (int k = 0; k < PH_ND; k++) dT[k][l] = c->d[(size_t)i * PH_ND + k];
+        for (int k = 0; k < PH_NI; k++) uT[k][l] = c->u[(size_t)i * PH_NI + k];
+        const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
+        for (int v = 0; v < c->n_levels; v++)
+            for (int r = 0; r < PH_NCOEF; r++)
+                for (int j = 0; j < PH_NF; j++)
+                    et[v][r][j][l] = etab[((size_t)v * PH_NCOEF + r) * PH_NF + j];
+        lanes[l].i = i;
+        lanes[l].k = 0;
+        lanes[l].t = c->tp[i];
+        lanes[l].active = ph_lane_plan(c, &lanes[l], t1, samples, ns, outs[l], exact);
+    }
+    for (;;) {
+        int stepping = 0, nodrug = 0;
+        for (int l = 0; l < PH_LANES; l++) {
+            ph_lane *L = &lanes[l];
+            while (L->active && !ph_lane_step_setup(c, L))
+                L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+            if (L->active) {
+                stepping++;
+                nodrug += L->nodrug;
+            }
+        }
+        if (!stepping) break;
+        if (stepping == PH_LANES && nodrug == PH_LANES)
+            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, pT, dT, uT,
+                                 PH_NE, 1);
+        else if (stepping == PH_LANES && nodrug == 0)
+            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, pT, dT, uT,
+                                 PH_NF, 0);
+        else
+            for (int l = 0; l < PH_LANES; l++)
+                if (lanes[l].active) ph_lane_step_scalar(c, &lanes[l]);
+        for (int l = 0; l < PH_LANES; l++) {
+            ph_lane *L = &lanes[l];
+            if (L->active && !ph_lane_step_done(c, L))
+                L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+        }
+    }
+    int bad = 0;
+    for (int l = 0; l < PH_LANES; l++) {
+        const double *y = c->y + (size_t)idx[l] * PH_NS;
+        for (int j = 0; j < PH_NS; j++)
+            if (!isfinite(y[j])) {
+                bad++;
+                break;
+            }
+    }
+    return bad;
+}
