@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 import pulsehpg as ph
+from pulsehpg import _core
 from pulsehpg.reference import run as reference_run
 
 YEAR = 24 * 365.0
@@ -49,8 +50,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     sizes = [(1, 4.0), (100, 1.0)] if args.quick else [(1, 10.0), (100, 2.0), (10_000, 0.25)]
+    lanes = _core.lanes()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, pulsehpg {ph.__version__}")
+          f"Python {platform.python_version()}, pulsehpg {ph.__version__}, lanes: {lanes}")
     print(f"{'engine':<34}{'patients':>9}{'threads':>8}{'pt-years/s':>12}"
           f"{'ms/pt-year':>12}{'steps/yr':>10}")
     for n, years in sizes:
@@ -60,6 +62,12 @@ def main() -> None:
             rate, ms, steps = core_rate(n, threads, years)
             print(f"{'core (ETDRK4, stochastic)':<34}{n:>9}{threads:>8}{rate:>12.1f}{ms:>12.2f}"
                   f"{steps:>10.0f}", flush=True)
+            if threads == 1 and n > 1 and lanes != "off":  # the same without lanes
+                _core.lanes("off")
+                rate, ms, steps = core_rate(n, threads, years)
+                _core.lanes(lanes)
+                print(f"{'core, one patient at a time':<34}{n:>9}{threads:>8}{rate:>12.1f}"
+                      f"{ms:>12.2f}{steps:>10.0f}", flush=True)
     rate, ms = reference_rate(3.0 if args.quick else 10.0)
     print(f"{'reference (solve_ivp DOP853 1e-10)':<34}{1:>9}{1:>8}{rate:>12.4f}{ms:>12.0f}"
           f"{'':>10}")

@@ -178,7 +178,12 @@ static inline int ph_lane_step_done(const ph_cohort *c, ph_lane *L) {
 }
 
 #if PH_HAVE_LANES
-typedef long long ph_v4di __attribute__((vector_size(32)));
+/* the lanes' ETD coefficient rows when they are on different levels (lanes_impl.h) */
+typedef struct {
+    ph_v4d cf[PH_NCOEF][PH_NF];
+    int level[PH_LANES]; /* the level each lane's elements hold (-1: own, rewritten) */
+    int n[PH_LANES];     /* for the states [0, n) */
+} ph_coef_cache;
 /* the lane step and driver, once per instruction set (lanes_impl.h) */
 #define PH_LANES_NAME(x) ph_lanes_base##x
 #include "lanes_impl.h"

@@ -1,44 +1,30 @@
 /* The lane step and driver of csrc/lanes.h, for one instruction set: included once per
  * set with PH_LANES_NAME(x) naming the functions. No include guard on purpose. */
 
-/* The ETD coefficients of the four lanes' steps, as vectors: each lane's row from the
+/* The ETD coefficients of the four lanes' steps, as vectors: each lane's rows from the
  * transposed ladder table et (et[level][row][state], lane l's patient in element l) or
- * from its own cut-step coefficients: the table's rows themselves when all four lanes
- * are on one level, else assembled in cf. */
+ * from its own cut-step coefficients. The table's rows themselves when all four lanes
+ * are on one level; else the rows kept in cc, where only the lanes whose level changed
+ * since they were last written (and every cut step) are written again. */
 static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs)(
     const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF], const int n,
-    ph_v4d (*cf)[PH_NF]))[PH_NF] {
-    int lv[PH_LANES], first = -1, same = 1, own = 0;
+    ph_coef_cache *cc))[PH_NF] {
+    int first = lanes[0].level, same = 1;
+    for (int l = 1; l < PH_LANES; l++) same &= lanes[l].level == first;
+    if (same && first >= 0) return et[first];
     for (int l = 0; l < PH_LANES; l++) {
-        lv[l] = lanes[l].level;
-        if (lv[l] < 0) own = 1;
-        else if (first < 0) first = lv[l];
-        else if (lv[l] != first) same = 0;
-    }
-    if (same && !own) return et[first]; /* all lanes on one level: the table itself */
-    if (first < 0) first = 0; /* every lane cut short: all elements come from own rows */
-    for (int r = 0; r < PH_NCOEF; r++)
-        for (int j = 0; j < n; j++) cf[r][j] = et[first][r][j];
-    if (!same) { /* other levels: blend their lanes in */
-        for (int l = 0; l < PH_LANES; l++) {
-            if (lv[l] < 0 || lv[l] == first) continue;
-            int taken = 0;
-            for (int m = 0; m < l; m++) taken |= lv[m] == lv[l];
-            if (taken) continue;
-            ph_v4di mask;
-            for (int m = 0; m < PH_LANES; m++) mask[m] = lv[m] == lv[l] ? -1 : 0;
+        const int lv = lanes[l].level;
+        if (lv >= 0 && cc->level[l] == lv && cc->n[l] >= n) continue;
+        if (lv >= 0)
             for (int r = 0; r < PH_NCOEF; r++)
-                for (int j = 0; j < n; j++)
-                    cf[r][j] = (ph_v4d)(((ph_v4di)cf[r][j] & ~mask)
-                                        | ((ph_v4di)et[lv[l]][r][j] & mask));
-        }
+                for (int j = 0; j < n; j++) cc->cf[r][j][l] = et[lv][r][j][l];
+        else
+            for (int r = 0; r < PH_NCOEF; r++)
+                for (int j = 0; j < n; j++) cc->cf[r][j][l] = lanes[l].own[r * PH_NF + j];
+        cc->level[l] = lv;
+        cc->n[l] = n;
     }
-    if (own)
-        for (int l = 0; l < PH_LANES; l++)
-            if (lv[l] < 0)
-                for (int r = 0; r < PH_NCOEF; r++)
-                    for (int j = 0; j < n; j++) cf[r][j][l] = lanes[l].own[r * PH_NF + j];
-    return (const ph_v4d(*)[PH_NF])cf;
+    return (const ph_v4d(*)[PH_NF])cc->cf;
 }
 
 /* ph_step_n of the four lanes' patients at once (n states; nodrug as in ph_step_n); the
@@ -46,9 +32,9 @@ static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs
  * parameter k of the four patients). */
 static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
     const ph_cohort *c, const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF],
-    const ph_v4d *restrict pT, const ph_v4d *restrict dT, const ph_v4d *restrict uT,
-    const int n, const int nodrug) {
-    ph_v4d y[PH_NF], acc[2 * PH_NFRC], cf[PH_NCOEF][PH_NF];
+    ph_coef_cache *cc, const ph_v4d *restrict pT, const ph_v4d *restrict dT,
+    const ph_v4d *restrict uT, const int n, const int nodrug) {
+    ph_v4d y[PH_NF], acc[2 * PH_NFRC];
     ph_v4d cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
     double *ys[PH_LANES], *as[PH_LANES];
     for (int l = 0; l < PH_LANES; l++) {
@@ -64,7 +50,7 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
         cvh[k] = (ph_v4d){lanes[0].cvh[k], lanes[1].cvh[k], lanes[2].cvh[k], lanes[3].cvh[k]};
         cv1[k] = (ph_v4d){lanes[0].cv1[k], lanes[1].cv1[k], lanes[2].cv1[k], lanes[3].cv1[k]};
     }
-    const ph_v4d(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cf);
+    const ph_v4d(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cc);
     const ph_v4d *E = co[0], *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
     ph_v4d nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
     ph_v4d f0[PH_NFRC + 1], fc[PH_NFRC + 1];
@@ -100,6 +86,8 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
     ph_lane lanes[PH_LANES];
     ph_v4d pT[PH_NP], dT[PH_ND], uT[PH_NI];
     ph_v4d et[c->n_levels][PH_NCOEF][PH_NF]; /* the lanes' ladder coefficients, transposed */
+    ph_coef_cache cc;
+    for (int l = 0; l < PH_LANES; l++) cc.level[l] = -1, cc.n[l] = 0; /* nothing written yet */
     for (int l = 0; l < PH_LANES; l++) {
         const int i = idx[l];
         for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];
@@ -128,10 +116,10 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
         }
         if (!stepping) break;
         if (stepping == PH_LANES && nodrug == PH_LANES)
-            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, pT, dT, uT,
+            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT, uT,
                                  PH_NE, 1);
         else if (stepping == PH_LANES && nodrug == 0)
-            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, pT, dT, uT,
+            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT, uT,
                                  PH_NF, 0);
         else
             for (int l = 0; l < PH_LANES; l++)
