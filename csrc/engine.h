@@ -390,6 +390,34 @@ static inline void ph_first_pulse(const ph_cohort *c, int i, double t) {
     c->next_pulse[i] = (p[PH_P_GNRH_ON] > 0.0) ? t + phase * interval : INFINITY;
 }
 
+/* Patient i's next event at or before t1 (sample k of ns first at equal times, then a
+ * pulse, then pumps): returns its kind (0 end, 1 sample, 2 pulse, 3 pump) with its time
+ * in *te and, for a pump, its drug in *which. */
+static inline int ph_next_event(const ph_cohort *c, int i, double t1, const double *samples,
+                                int k, int ns, double *te, int *which) {
+    const double *pump_next = c->pump_next + (size_t)i * PH_NI;
+    const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
+    int kind = 0;
+    *te = t1;
+    *which = -1;
+    if (k < ns && samples[k] <= *te) {
+        *te = samples[k];
+        kind = 1;
+    }
+    if (c->next_pulse[i] < *te) {
+        *te = c->next_pulse[i];
+        kind = 2;
+    }
+    for (int j = 0; j < PH_NI; j++) {
+        if (pump_interval[j] > 0.0 && pump_next[j] < *te) {
+            *te = pump_next[j];
+            kind = 3;
+            *which = j;
+        }
+    }
+    return kind;
+}
+
 /* Advance patient i from its own time to t1, writing observables at the sample times
  * (ascending, within (t0, t1]) into out (ns x NO). Only the patient's own events (GnRH
  * pulses, pump boluses) split its integration; samples are read off a copy (ph_observe)
@@ -408,24 +436,9 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
     int k = 0;
     /* events due exactly at the previous end (left by the previous call) fire first */
     for (;;) {
-        double te = t1;
-        int kind = 0; /* 0 end, 1 sample, 2 pulse, 3 pump */
-        int which = -1;
-        if (k < ns && samples[k] <= te) {
-            te = samples[k];
-            kind = 1;
-        }
-        if (c->next_pulse[i] < te) {
-            te = c->next_pulse[i];
-            kind = 2;
-        }
-        for (int j = 0; j < PH_NI; j++) {
-            if (pump_interval[j] > 0.0 && pump_next[j] < te) {
-                te = pump_next[j];
-                kind = 3;
-                which = j;
-            }
-        }
+        double te;
+        int which;
+        const int kind = ph_next_event(c, i, t1, samples, k, ns, &te, &which);
         if (kind == 1) {
             /* the trajectory goes on its own ladder; the sample is read off a copy */
             if (te > t)

@@ -46,23 +46,9 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
     const double *pump_dose = c->pump_dose + (size_t)i * PH_NI;
     const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
     for (;;) {
-        double te = t1;
-        int kind = 0, which = -1;
-        if (L->k < ns && samples[L->k] <= te) {
-            te = samples[L->k];
-            kind = 1;
-        }
-        if (c->next_pulse[i] < te) {
-            te = c->next_pulse[i];
-            kind = 2;
-        }
-        for (int j = 0; j < PH_NI; j++) {
-            if (pump_interval[j] > 0.0 && pump_next[j] < te) {
-                te = pump_next[j];
-                kind = 3;
-                which = j;
-            }
-        }
+        double te;
+        int which;
+        const int kind = ph_next_event(c, i, t1, samples, L->k, ns, &te, &which);
         L->te = te;
         L->kind = kind;
         L->which = which;
