@@ -44,14 +44,6 @@ cdef extern from "engine.h" nogil:
     void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
     int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples, int ns,
                        double *out, int exact) noexcept
-
-cdef extern from "lanes.h" nogil:
-    enum:
-        PH_LANES
-    int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
-                         int ns, double *out, int exact) noexcept
-    int ph_lanes_set(int mode) noexcept
-    int ph_lanes_get() noexcept
     void ph_sync(const ph_cohort *c, int i, double t) noexcept
     void ph_peek(const ph_cohort *c, int i, double t, double *ys) noexcept
     void ph_observe(const ph_cohort *c, int i, double t, double *o) noexcept
@@ -63,7 +55,25 @@ cdef extern from "lanes.h" nogil:
     double ph_normal(uint64_t key, uint64_t *ctr) noexcept
     double ph_uniform(uint64_t key, uint64_t *ctr) noexcept
 
+cdef extern from "lanes.h" nogil:
+    enum:
+        PH_LANES
+    int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
+                         int ns, double *out, int exact) noexcept
+    int ph_lanes_set(int mode) noexcept
+    int ph_lanes_get() noexcept
+
 NS = PH_NS
+NP = PH_NP
+NI = PH_NI
+ND = PH_ND
+NO = PH_NO
+NF = PH_NF  # states in the fast loop (the ladder's ETD coefficients are for these)
+NAUX = PH_NAUX  # per-patient multirate bookkeeping (forcing integrals, slopes)
+MAX_LEVELS = PH_MAX_LEVELS
+NCOEF = PH_NCOEF
+
+
 _LANE_MODES = ("off", "baseline", "avx2")
 ph_lanes_set(-1)
 
@@ -79,14 +89,6 @@ def lanes(mode=None):
             raise ValueError(f"mode: expected one of {', '.join(_LANE_MODES)}, got {mode!r}")
         ph_lanes_set(_LANE_MODES.index(mode))
     return _LANE_MODES[ph_lanes_get()]
-NP = PH_NP
-NI = PH_NI
-ND = PH_ND
-NO = PH_NO
-NF = PH_NF  # states in the fast loop (the ladder's ETD coefficients are for these)
-NAUX = PH_NAUX  # per-patient multirate bookkeeping (forcing integrals, slopes)
-MAX_LEVELS = PH_MAX_LEVELS
-NCOEF = PH_NCOEF
 
 
 def prepare(const double[:, ::1] p, double[:, ::1] d, double[:, :, :, ::1] etab,

@@ -265,6 +265,29 @@ static inline double ph_coarse_cap(const ph_cohort *c, const double *p, const do
     return cap < c->coarse_step ? cap : c->coarse_step;
 }
 
+/* The next step on a patient's ladder, time since the last fast event `since`, with
+ * `rest` left to the interval's end: returns the ladder level, with its step in *hl and
+ * in *last whether the step is cut short to the end (with stop_short: would overshoot,
+ * so it is not taken). */
+static inline int ph_ladder(const ph_cohort *c, double since, double rest, int stop_short,
+                            double *hl, int *last) {
+    const double reach = c->growth * since;
+    int l = 0;
+    double h = c->h0;
+    while (l + 1 < c->n_levels && 2.0 * h <= reach) {
+        h *= 2.0;
+        l++;
+    }
+    *hl = h;
+    *last = stop_short ? rest < h * (1.0 - 1e-12) : rest <= h * (1.0 + 1e-12);
+    return l;
+}
+
+/* ETD coefficients of a step cut short to length h, for the states a step integrates. */
+static inline void ph_cut_coeffs(const double *d, double h, int nodrug, double *own) {
+    for (int j = 0; j < (nodrug ? PH_NE : PH_NF); j++) ph_etd_coeffs(d[j], h, own + j, PH_NF);
+}
+
 /* Integrate one patient's continuous dynamics (state y, time-since-pulse *since) from t
  * to t1 with no events inside; returns the time reached. With stop_short the step that
  * would overshoot t1 is not taken, so the patient stops on its own ladder at or before
@@ -284,25 +307,18 @@ static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y,
     double own[PH_NCOEF * PH_NF];
     double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
     while (t < t1) {
-        double reach = c->growth * *since;
-        int l = 0;
-        double hl = c->h0;
-        while (l + 1 < c->n_levels && 2.0 * hl <= reach) {
-            hl *= 2.0;
-            l++;
-        }
-        double rest = t1 - t;
-        const int last = stop_short ? rest < hl * (1.0 - 1e-12) : rest <= hl * (1.0 + 1e-12);
+        const double rest = t1 - t;
+        double hl;
+        int last;
+        const int l = ph_ladder(c, *since, rest, stop_short, &hl, &last);
         if (last && stop_short) break;
         const double h = last ? rest : hl;
         ph_coupled_at(y, aux, t - *tc, cv0);
         ph_coupled_at(y, aux, t + 0.5 * h - *tc, cvh);
         ph_coupled_at(y, aux, t + h - *tc, cv1);
         const double *coef = etab + (size_t)l * PH_NCOEF * PH_NF;
-        if (last) {
-            /* last step to the boundary: its own coefficients */
-            for (int j = 0; j < (nodrug ? PH_NE : PH_NF); j++)
-                ph_etd_coeffs(d[j], rest, own + j, PH_NF);
+        if (last) { /* last step to the boundary: its own coefficients */
+            ph_cut_coeffs(d, rest, nodrug, own);
             coef = own;
         }
         if (nodrug)
@@ -418,6 +434,19 @@ static inline int ph_next_event(const ph_cohort *c, int i, double t1, const doub
     return kind;
 }
 
+/* Apply patient i's pulse (kind 2) or pump bolus (kind 3, drug which) due at time t,
+ * and schedule the next. */
+static inline void ph_apply_event(const ph_cohort *c, int i, double t, int kind, int which) {
+    if (kind == 2) {
+        ph_fire_pulse(c, i, t);
+        return;
+    }
+    ph_dose(c->y + (size_t)i * PH_NS, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND,
+            which, c->pump_dose[(size_t)i * PH_NI + which]);
+    if (PH_DRUG_FAST[which]) c->since[i] = 0.0;
+    c->pump_next[(size_t)i * PH_NI + which] += c->pump_interval[(size_t)i * PH_NI + which];
+}
+
 /* Advance patient i from its own time to t1, writing observables at the sample times
  * (ascending, within (t0, t1]) into out (ns x NO). Only the patient's own events (GnRH
  * pulses, pump boluses) split its integration; samples are read off a copy (ph_observe)
@@ -429,9 +458,6 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     double *aux = c->aux + (size_t)i * PH_NAUX;
-    double *pump_next = c->pump_next + (size_t)i * PH_NI;
-    const double *pump_dose = c->pump_dose + (size_t)i * PH_NI;
-    const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
     double t = c->tp[i];
     int k = 0;
     /* events due exactly at the previous end (left by the previous call) fire first */
@@ -463,13 +489,7 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
                       ph_coarse_cap(c, p, d));
             break;
         }
-        if (kind == 2) {
-            ph_fire_pulse(c, i, t);
-        } else {
-            ph_dose(y, p, d, which, pump_dose[which]);
-            if (PH_DRUG_FAST[which]) c->since[i] = 0.0;
-            pump_next[which] += pump_interval[which];
-        }
+        ph_apply_event(c, i, t, kind, which);
     }
     for (int j = 0; j < PH_NS; j++)
         if (!isfinite(y[j])) return -1;

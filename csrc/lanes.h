@@ -42,9 +42,6 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    double *pump_next = c->pump_next + (size_t)i * PH_NI;
-    const double *pump_dose = c->pump_dose + (size_t)i * PH_NI;
-    const double *pump_interval = c->pump_interval + (size_t)i * PH_NI;
     for (;;) {
         double te;
         int which;
@@ -71,13 +68,7 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
                           &c->tc[i], L->t, ph_coarse_cap(c, p, d));
             return 0;
         }
-        if (kind == 2) {
-            ph_fire_pulse(c, i, L->t);
-        } else {
-            ph_dose(y, p, d, which, pump_dose[which]);
-            if (PH_DRUG_FAST[which]) c->since[i] = 0.0;
-            pump_next[which] += pump_interval[which];
-        }
+        ph_apply_event(c, i, L->t, kind, which);
     }
 }
 
@@ -103,16 +94,10 @@ static inline int ph_lane_finish(const ph_cohort *c, ph_lane *L, double t1,
 static inline int ph_lane_step_setup(const ph_cohort *c, ph_lane *L) {
     const int i = L->i;
     if (!(L->t < L->te)) return 0;
-    const double since = c->since[i];
-    const double reach = c->growth * since;
-    int l = 0;
-    double hl = c->h0;
-    while (l + 1 < c->n_levels && 2.0 * hl <= reach) {
-        hl *= 2.0;
-        l++;
-    }
     const double rest = L->te - L->t;
-    const int last = L->stop_short ? rest < hl * (1.0 - 1e-12) : rest <= hl * (1.0 + 1e-12);
+    double hl;
+    int last;
+    const int l = ph_ladder(c, c->since[i], rest, L->stop_short, &hl, &last);
     if (last && L->stop_short) return 0;
     const double h = last ? rest : hl;
     const double *y = c->y + (size_t)i * PH_NS;
@@ -124,8 +109,7 @@ static inline int ph_lane_step_setup(const ph_cohort *c, ph_lane *L) {
     const double *d = c->d + (size_t)i * PH_ND;
     L->coef = c->etab + ((size_t)i * c->n_levels + l) * PH_NCOEF * PH_NF;
     if (last) {
-        for (int j = 0; j < (L->nodrug ? PH_NE : PH_NF); j++)
-            ph_etd_coeffs(d[j], rest, L->own + j, PH_NF);
+        ph_cut_coeffs(d, rest, L->nodrug, L->own);
         L->coef = L->own;
     }
     L->last = last;
