@@ -81,7 +81,8 @@ typedef int64_t ph_etd_i __attribute__((vector_size(32)));
 #define PH_ETD_SPLAT(x) ((ph_etd_v){(x), (x), (x), (x)})
 
 /* where mask (all ones or all zeros per element) then a else b */
-static inline __attribute__((always_inline)) ph_etd_v ph_etd_select(ph_etd_i mask, ph_etd_v a, ph_etd_v b) {
+static inline __attribute__((always_inline)) ph_etd_v ph_etd_select(ph_etd_i mask, ph_etd_v a,
+                                                                    ph_etd_v b) {
     return (ph_etd_v)((mask & (ph_etd_i)a) | (~mask & (ph_etd_i)b));
 }
 
@@ -261,10 +262,12 @@ static inline int ph_drugs_off(const double *y, const double *u) {
  * straight line in time with its integral and first moment over that time (aux): a
  * coarse state driven linearly by it then comes out right to O((kH)^2) relative,
  * whatever the shape of the forcing within the step (a pulse, a switch-on). Then
- * restart the moments and take the coupled states' slopes for extrapolation. */
-static inline void ph_coarse(double *restrict y, const double *restrict p,
-                             const double *restrict d, const double *restrict u,
-                             double *restrict aux, double *tc, double t, double hc) {
+ * restart the moments and, with slopes, take the coupled states' slopes for
+ * extrapolation (a copy that is only read, ph_peek, needs none). */
+static inline void ph_coarse_step(double *restrict y, const double *restrict p,
+                                  const double *restrict d, const double *restrict u,
+                                  double *restrict aux, double *tc, double t, double hc,
+                                  int slopes) {
     const double Hall = t - *tc;
     if (!(Hall > 0.0)) return;
     enum { NC = PH_NS - PH_NF };
@@ -315,7 +318,7 @@ static inline void ph_coarse(double *restrict y, const double *restrict p,
                     + F2[j] * (na[PH_NF + j] + nb[PH_NF + j]) + F3[j] * nc[PH_NF + j];
     }
     for (int k = 0; k < 2 * PH_NFRC; k++) aux[k] = 0.0;
-    if (PH_NCPL > 0) {
+    if (PH_NCPL > 0 && slopes) {
         /* slope at the end, with the forcing at its value there */
         ph_rate_coarse(y, p, d, u, f1, nu);
         for (int k = 0; k < PH_NCPL; k++) {
@@ -327,6 +330,12 @@ static inline void ph_coarse(double *restrict y, const double *restrict p,
         }
     }
     *tc = t;
+}
+
+static inline void ph_coarse(double *restrict y, const double *restrict p,
+                             const double *restrict d, const double *restrict u,
+                             double *restrict aux, double *tc, double t, double hc) {
+    ph_coarse_step(y, p, d, u, aux, tc, t, hc, 1);
 }
 
 /* Largest coarse step for a patient: coarse_step, at most 0.5 / (fastest coarse
@@ -437,7 +446,8 @@ static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
     double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps);
     if (te < t) te = t;
     const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
-    ph_coarse(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, ph_coarse_cap(c, p, d));
+    ph_coarse_step(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, ph_coarse_cap(c, p, d),
+                   0);
 }
 
 /* Observables of patient i at time t (see ph_peek). */
