@@ -285,9 +285,14 @@ class Cohort:
             samples = np.arange(k0, k1 + 1) * e
         out = self._run(self._t, t, samples)
         if samples.size:
-            rows = slice(None) if self._record_rows is None else self._record_rows
+            # only what was asked, without a copy when that is everything (the copy of
+            # hourly samples of a large cohort costs as much as computing them)
+            if self._record_rows is not None:
+                out = out[self._record_rows]
+            if self._record_obs != list(range(_core.NO)):
+                out = out[:, :, self._record_obs]
             self._trace_t.append(samples)
-            self._trace_v.append(out[rows][:, :, self._record_obs])  # only what was asked
+            self._trace_v.append(out)
         self._t = t
 
     # -- masks and drugs ----------------------------------------------------
