@@ -73,6 +73,15 @@ typedef struct {
 #define PH_AUX_SLOPE (2 * PH_NFRC)
 #define PH_AUX_CURV (2 * PH_NFRC + PH_NCPL)
 
+/* A function compiled twice, for AVX2 and for the baseline instruction set, the one for
+ * the CPU chosen when the module loads. Without FMA contraction (-ffp-contract=off) both
+ * give the same bits: vector instructions do the same IEEE operations in the same order. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PH_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define PH_CLONES
+#endif
+
 /* Four doubles (and four 64-bit integers) for the coefficient loops below: GCC's generic
  * vectors, one AVX2 register or two SSE2 ones. IEEE arithmetic without FMA contraction
  * (-ffp-contract=off) gives the same bits on vectors as on scalars. */
@@ -130,13 +139,7 @@ static inline __attribute__((always_inline)) ph_etd_v ph_exp_neg(ph_etd_v x) {
  * f1 = sum (n-2)^2/n! z^(n-3), f2 = sum (n-2)/n! z^(n-3), f3 = sum (4-n)/n! z^(n-3).
  * Both forms are computed and one chosen per state, four states at a time: a step cut
  * short (at every pulse) computes a set for each of its states. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-/* AVX2 where the CPU has it (2.5 times faster than on SSE2), chosen when the module loads */
-#define PH_ETD_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define PH_ETD_CLONES
-#endif
-PH_ETD_CLONES static void ph_etd_rows(const double *restrict k, int n, double h,
+PH_CLONES static void ph_etd_rows(const double *restrict k, int n, double h,
                                       double *restrict c, int stride) {
     /* 14 terms: truncation below 0.5^14 (n-2)^2/n! at n = 17 (< 4e-17) */
     static const double C1[14] = {
@@ -264,10 +267,10 @@ static inline int ph_drugs_off(const double *y, const double *u) {
  * whatever the shape of the forcing within the step (a pulse, a switch-on). Then
  * restart the moments and, with slopes, take the coupled states' slopes for
  * extrapolation (a copy that is only read, ph_peek, needs none). */
-static inline void ph_coarse_step(double *restrict y, const double *restrict p,
-                                  const double *restrict d, const double *restrict u,
-                                  double *restrict aux, double *tc, double t, double hc,
-                                  int slopes) {
+PH_CLONES static void ph_coarse_step(double *restrict y, const double *restrict p,
+                                     const double *restrict d, const double *restrict u,
+                                     double *restrict aux, double *tc, double t, double hc,
+                                     int slopes) {
     const double Hall = t - *tc;
     if (!(Hall > 0.0)) return;
     enum { NC = PH_NS - PH_NF };
@@ -380,9 +383,9 @@ static inline void ph_cut_coeffs(const double *d, double h, int nodrug, double *
  * t1: integrating t0 -> t1 -> t2 this way takes exactly the steps of t0 -> t2, and a
  * patient's trajectory does not depend on the times at which the cohort is stopped for
  * other patients' events, visits or samples. */
-static inline double ph_integrate(const ph_cohort *c, int i, double *restrict y, double *since,
-                                  double *restrict aux, double *tc, double t, double t1,
-                                  int stop_short, long *steps) {
+PH_CLONES static double ph_integrate(const ph_cohort *c, int i, double *restrict y,
+                                     double *since, double *restrict aux, double *tc, double t,
+                                     double t1, int stop_short, long *steps) {
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
