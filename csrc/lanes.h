@@ -6,7 +6,10 @@
  * ph_v4d lanes does the four patients' arithmetic, with the same operations in the same
  * order as ph_step_n, so every lane's result is its scalar result bit for bit (no FMA
  * contraction: build with -ffp-contract=off). Otherwise the lanes that step take scalar
- * steps. Events, coarse steps, samples and cut-step coefficients stay scalar.
+ * steps. Events, coarse steps, samples and cut-step coefficients stay scalar. A lane's
+ * fast states and forcing integrals stay in the vectors from step to step; they go back
+ * to the patient's memory only when scalar code needs them (an event, a sample, a coarse
+ * or scalar step, the end).
  *
  * The lane step is compiled twice (lanes_impl.h): for the baseline instruction set
  * (SSE2 on x86-64: two doubles per instruction) and, on x86-64, for AVX2 (four), chosen
@@ -134,18 +137,25 @@ static inline void ph_lane_step_scalar(const ph_cohort *c, ph_lane *L) {
         ph_step_n(y, p, d, u, L->coef, L->h, L->cv0, L->cvh, L->cv1, s0, aux, PH_NF, 0);
 }
 
-/* After lane L's step (ph_integrate's loop tail). Returns 1 if the interval goes on. */
-static inline int ph_lane_step_done(const ph_cohort *c, ph_lane *L) {
+/* After lane L's step (ph_integrate's loop tail, up to its coarse step): the lane's time
+ * and step count. Returns 1 if a coarse step is due now (ph_lane_coarse). */
+static inline int ph_lane_step_advance(const ph_cohort *c, ph_lane *L) {
     const int i = L->i;
     L->t = L->last ? L->te : L->t + L->hl;
     c->since[i] += L->h;
     c->n_steps[i]++;
-    if (L->t - c->tc[i] >= L->hc)
-        ph_coarse(c->y + (size_t)i * PH_NS, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND,
-                  c->u + (size_t)i * PH_NI, c->aux + (size_t)i * PH_NAUX, &c->tc[i], L->t,
-                  L->hc);
-    return !L->last && L->t < L->te;
+    return L->t - c->tc[i] >= L->hc;
 }
+
+/* Lane L's coarse step (reads and restarts its forcing integrals in memory). */
+static inline void ph_lane_coarse(const ph_cohort *c, const ph_lane *L) {
+    const int i = L->i;
+    ph_coarse(c->y + (size_t)i * PH_NS, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND,
+              c->u + (size_t)i * PH_NI, c->aux + (size_t)i * PH_NAUX, &c->tc[i], L->t, L->hc);
+}
+
+/* 1 if lane L's interval goes on after its step. */
+static inline int ph_lane_goes_on(const ph_lane *L) { return !L->last && L->t < L->te; }
 
 #if PH_HAVE_LANES
 /* the lanes' ETD coefficient rows when they are on different levels (lanes_impl.h) */

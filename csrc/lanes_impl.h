@@ -27,24 +27,20 @@ static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs
     return (const ph_v4d(*)[PH_NF])cc->cf;
 }
 
-/* ph_step_n of the four lanes' patients at once (n states; nodrug as in ph_step_n); the
- * lanes' parameters, derived quantities and inputs come transposed (pT[k] holds
- * parameter k of the four patients). */
+/* ph_step_n of the four lanes' patients at once (n states; nodrug as in ph_step_n) on
+ * their fast states y and forcing integrals acc, held in lanes; the lanes' parameters,
+ * derived quantities and inputs come transposed (pT[k] holds parameter k of the four
+ * patients). */
 static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
     const ph_cohort *c, const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF],
     ph_coef_cache *cc, const ph_v4d *restrict pT, const ph_v4d *restrict dT,
-    const ph_v4d *restrict uT, const int n, const int nodrug) {
-    ph_v4d y[PH_NF], acc[2 * PH_NFRC];
+    const ph_v4d *restrict uT, ph_v4d *restrict y, ph_v4d *restrict acc, const int n,
+    const int nodrug) {
     ph_v4d cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
-    double *ys[PH_LANES], *as[PH_LANES];
     for (int l = 0; l < PH_LANES; l++) {
-        ys[l] = c->y + (size_t)lanes[l].i * PH_NS;
-        as[l] = c->aux + (size_t)lanes[l].i * PH_NAUX;
         h[l] = lanes[l].h;
         s0[l] = lanes[l].t - c->tc[lanes[l].i];
     }
-    for (int j = 0; j < n; j++) y[j] = (ph_v4d){ys[0][j], ys[1][j], ys[2][j], ys[3][j]};
-    for (int k = 0; k < 2 * PH_NFRC; k++) acc[k] = (ph_v4d){as[0][k], as[1][k], as[2][k], as[3][k]};
     for (int k = 0; k < PH_NCPL; k++) {
         cv0[k] = (ph_v4d){lanes[0].cv0[k], lanes[1].cv0[k], lanes[2].cv0[k], lanes[3].cv0[k]};
         cvh[k] = (ph_v4d){lanes[0].cvh[k], lanes[1].cvh[k], lanes[2].cvh[k], lanes[3].cvh[k]};
@@ -72,10 +68,21 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
         acc[k] += w * (f0[k] + fc[k]);
         acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
     }
-    for (int l = 0; l < PH_LANES; l++) {
-        for (int j = 0; j < n; j++) ys[l][j] = y[j][l];
-        for (int k = 0; k < 2 * PH_NFRC; k++) as[l][k] = acc[k][l];
-    }
+}
+
+/* Lane l's fast states and forcing integrals between the vectors and its patient's memory. */
+static inline void PH_LANES_NAME(_store)(const ph_cohort *c, const ph_lane *L, int l,
+                                         const ph_v4d *y, const ph_v4d *acc) {
+    double *ys = c->y + (size_t)L->i * PH_NS, *as = c->aux + (size_t)L->i * PH_NAUX;
+    for (int j = 0; j < PH_NF; j++) ys[j] = y[j][l];
+    for (int k = 0; k < 2 * PH_NFRC; k++) as[k] = acc[k][l];
+}
+
+static inline void PH_LANES_NAME(_load)(const ph_cohort *c, const ph_lane *L, int l,
+                                        ph_v4d *y, ph_v4d *acc) {
+    const double *ys = c->y + (size_t)L->i * PH_NS, *as = c->aux + (size_t)L->i * PH_NAUX;
+    for (int j = 0; j < PH_NF; j++) y[j][l] = ys[j];
+    for (int k = 0; k < 2 * PH_NFRC; k++) acc[k][l] = as[k];
 }
 
 /* ph_advance_one for the four patients idx[0..3] (outs[l]: patient idx[l]'s sample rows);
@@ -103,33 +110,65 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
         lanes[l].t = c->tp[i];
         lanes[l].active = ph_lane_plan(c, &lanes[l], t1, samples, ns, outs[l], exact);
     }
+    /* the lanes' fast states and forcing integrals; held[l]: lane l's are here, not (yet)
+     * in its patient's memory, which scalar code reads and writes */
+    ph_v4d Y[PH_NF], ACC[2 * PH_NFRC];
+    int held[PH_LANES] = {0};
+#define PH_TO_MEMORY(l)                                                                      \
+    do {                                                                                     \
+        if (held[l]) PH_LANES_NAME(_store)(c, &lanes[l], (l), Y, ACC);                       \
+        held[l] = 0;                                                                         \
+    } while (0)
     for (;;) {
         int stepping = 0, nodrug = 0;
         for (int l = 0; l < PH_LANES; l++) {
             ph_lane *L = &lanes[l];
-            while (L->active && !ph_lane_step_setup(c, L))
+            while (L->active && !ph_lane_step_setup(c, L)) {
+                PH_TO_MEMORY(l);
                 L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+            }
             if (L->active) {
                 stepping++;
                 nodrug += L->nodrug;
             }
         }
         if (!stepping) break;
-        if (stepping == PH_LANES && nodrug == PH_LANES)
-            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT, uT,
-                                 PH_NE, 1);
-        else if (stepping == PH_LANES && nodrug == 0)
-            PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT, uT,
-                                 PH_NF, 0);
-        else
+        const int vector = stepping == PH_LANES && (nodrug == PH_LANES || nodrug == 0);
+        if (vector) {
             for (int l = 0; l < PH_LANES; l++)
-                if (lanes[l].active) ph_lane_step_scalar(c, &lanes[l]);
+                if (!held[l]) {
+                    PH_LANES_NAME(_load)(c, &lanes[l], l, Y, ACC);
+                    held[l] = 1;
+                }
+            /* constant n and nodrug, so that each call is compiled for its mode */
+            if (nodrug)
+                PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
+                                     uT, Y, ACC, PH_NE, 1);
+            else
+                PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
+                                     uT, Y, ACC, PH_NF, 0);
+        } else {
+            for (int l = 0; l < PH_LANES; l++)
+                if (lanes[l].active) {
+                    PH_TO_MEMORY(l);
+                    ph_lane_step_scalar(c, &lanes[l]);
+                }
+        }
         for (int l = 0; l < PH_LANES; l++) {
             ph_lane *L = &lanes[l];
-            if (L->active && !ph_lane_step_done(c, L))
+            if (!L->active) continue;
+            if (ph_lane_step_advance(c, L)) {
+                PH_TO_MEMORY(l);
+                ph_lane_coarse(c, L);
+            }
+            if (!ph_lane_goes_on(L)) {
+                PH_TO_MEMORY(l);
                 L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+            }
         }
     }
+    for (int l = 0; l < PH_LANES; l++) PH_TO_MEMORY(l);
+#undef PH_TO_MEMORY
     int bad = 0;
     for (int l = 0; l < PH_LANES; l++) {
         const double *y = c->y + (size_t)idx[l] * PH_NS;
