@@ -74,9 +74,10 @@ typedef struct {
 #define PH_AUX_CURV (2 * PH_NFRC + PH_NCPL)
 
 /* A function compiled twice, for AVX2 and for the baseline instruction set, the one for
- * the CPU chosen when the module loads. Without FMA contraction (-ffp-contract=off) both
- * give the same bits: vector instructions do the same IEEE operations in the same order. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+ * the CPU chosen when the module loads (an ifunc: GCC on glibc). Without FMA contraction
+ * (-ffp-contract=off) both give the same bits: vector instructions do the same IEEE
+ * operations in the same order. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define PH_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define PH_CLONES
@@ -140,7 +141,7 @@ static inline __attribute__((always_inline)) ph_etd_v ph_exp_neg(ph_etd_v x) {
  * Both forms are computed and one chosen per state, four states at a time: a step cut
  * short (at every pulse) computes a set for each of its states. */
 PH_CLONES static void ph_etd_rows(const double *restrict k, int n, double h,
-                                      double *restrict c, int stride) {
+                                  double *restrict c, int stride) {
     /* 14 terms: truncation below 0.5^14 (n-2)^2/n! at n = 17 (< 4e-17) */
     static const double C1[14] = {
         1.0 / 6, 4.0 / 24, 9.0 / 120,
