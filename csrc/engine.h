@@ -84,7 +84,8 @@ typedef struct {
 #endif
 
 /* Four doubles (and four 64-bit integers) for the coefficient loops below: GCC's generic
- * vectors, one AVX2 register or two SSE2 ones. IEEE arithmetic without FMA contraction
+ * vectors, one AVX2 register or two SSE2 ones (their own type: model_gen.h's ph_v4d exists
+ * only for a model with a lane form). IEEE arithmetic without FMA contraction
  * (-ffp-contract=off) gives the same bits on vectors as on scalars. */
 typedef double ph_etd_v __attribute__((vector_size(32)));
 typedef int64_t ph_etd_i __attribute__((vector_size(32)));

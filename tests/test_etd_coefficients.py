@@ -49,4 +49,3 @@ def test_ladder_coefficients_match_exact_values(h0):
                 rel[(np.abs(exact) < 1e-250) & (np.abs(got) < 1e-250)] = 0.0
                 worst = max(worst, float(rel.max()))
     assert worst <= 1e-12, worst
-
