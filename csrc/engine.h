@@ -65,6 +65,7 @@ typedef struct {
     double h0;                   /* smallest step, hours */
     double growth;               /* step <= growth * time since the last fast event */
     double coarse_step;          /* hours between coarse steps (at most) */
+    int sample_coarse;           /* 0: samples skip the coarse states (none is recorded) */
 } ph_cohort;
 
 /* per patient: forcing integrals since tc (zeroth, then first moments in time since tc),
@@ -440,8 +441,10 @@ static inline void ph_sync(const ph_cohort *c, int i, double t) {
               ph_coarse_cap(c, p, d));
 }
 
-/* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched. */
-static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
+/* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched.
+ * Without coarse, the coarse states in ys stay at their own time (tc), not moved to t:
+ * for samples of observables that do not read them (their coarse step is half the cost). */
+static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys, int coarse) {
     const double *y = c->y + (size_t)i * PH_NS;
     for (int j = 0; j < PH_NS; j++) ys[j] = y[j];
     double aux[PH_NAUX];
@@ -450,15 +453,17 @@ static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys) {
     long steps = 0;
     double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps);
     if (te < t) te = t;
+    if (!coarse) return;
     const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
     ph_coarse_step(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, ph_coarse_cap(c, p, d),
                    0);
 }
 
-/* Observables of patient i at time t (see ph_peek). */
-static inline void ph_observe(const ph_cohort *c, int i, double t, double *o) {
+/* Observables of patient i at time t (see ph_peek; without coarse, the observables that
+ * read coarse states are not those of time t). */
+static inline void ph_observe(const ph_cohort *c, int i, double t, double *o, int coarse) {
     double ys[PH_NS];
-    ph_peek(c, i, t, ys);
+    ph_peek(c, i, t, ys, coarse);
     ph_outputs(ys, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND,
                c->u + (size_t)i * PH_NI, o);
 }
@@ -562,7 +567,7 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
             if (te > t)
                 t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
-            ph_observe(c, i, te, out + (size_t)k * PH_NO);
+            ph_observe(c, i, te, out + (size_t)k * PH_NO, c->sample_coarse);
             k++;
             continue;
         }

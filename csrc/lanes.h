@@ -61,7 +61,7 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
         /* the event is due now */
         c->tp[i] = L->t;
         if (kind == 1) {
-            ph_observe(c, i, te, out + (size_t)L->k * PH_NO);
+            ph_observe(c, i, te, out + (size_t)L->k * PH_NO, c->sample_coarse);
             L->k++;
             continue;
         }
@@ -83,7 +83,7 @@ static inline int ph_lane_finish(const ph_cohort *c, ph_lane *L, double t1,
     if (L->stop_short) { /* the trajectory stays on its own ladder */
         c->tp[i] = L->t;
         if (L->kind == 0) return 0;
-        ph_observe(c, i, L->te, out + (size_t)L->k * PH_NO);
+        ph_observe(c, i, L->te, out + (size_t)L->k * PH_NO, c->sample_coarse);
         L->k++;
         return ph_lane_plan(c, L, t1, samples, ns, out, exact);
     }

@@ -41,6 +41,25 @@ def _names(expr: str) -> set[str]:
     return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - called
 
 
+def coarse_observables() -> frozenset[str]:
+    """The observables whose expressions read a coarse state (through any Var): a sample
+    of only the others needs no coarse step (csrc/engine.h, ph_peek)."""
+    coarse = {s.name for s in model.STATES if s.coarse}
+    defs = {v.name: v.expr for v in model.VARS + model.OUTPUT_VARS}
+
+    def reads(expr: str, seen: set[str]) -> bool:
+        for name in _names(expr):
+            if name in coarse:
+                return True
+            if name in defs and name not in seen:
+                seen.add(name)
+                if reads(defs[name], seen):
+                    return True
+        return False
+
+    return frozenset(o.name for o in model.OUTPUTS if reads(o.expr, set()))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Indices of everything the core and the reference address by position."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core, model
+from .codegen import coarse_observables
 from .params import REGISTRY, lookup
 from .phenotypes import get_phenotype
 from .units import parse_duration
@@ -24,6 +25,7 @@ UNITS = {o.name: o.unit for o in model.OUTPUTS}
 _P_INDEX = {p.name: i for i, p in enumerate(REGISTRY)}
 _FACTORS = np.array([p.core_factor for p in REGISTRY])
 _ACCEL = _P_INDEX["numerics.slow_acceleration"]
+_COARSE_OBS = coarse_observables()
 _GNRH_ON = _P_INDEX["hypothalamus.gnrh_present"]
 _VARIABILITY_STREAM = 1
 
@@ -262,10 +264,11 @@ class Cohort:
         """Hours since the cohort's start."""
         return self._t
 
-    def _run(self, t0: float, t1: float, samples=None, exact=False) -> np.ndarray | None:
+    def _run(self, t0: float, t1: float, samples=None, exact=False,
+             sample_coarse=True) -> np.ndarray | None:
         samples = np.zeros(0) if samples is None else np.ascontiguousarray(samples, dtype=float)
         out = np.zeros((self.n, samples.size, _core.NO))
-        bad = self._engine.advance(t1, samples, out, self.threads, exact)
+        bad = self._engine.advance(t1, samples, out, self.threads, exact, sample_coarse)
         if bad:
             raise FloatingPointError(
                 f"{bad} patient(s) reached a non-finite state between t={t0:g} h and "
@@ -283,7 +286,10 @@ class Cohort:
             k0 = math.floor(self._t / e + 1e-9) + 1
             k1 = math.floor(t / e + 1e-9)
             samples = np.arange(k0, k1 + 1) * e
-        out = self._run(self._t, t, samples)
+        # samples of hormones only skip the coarse states (the columns that read them are
+        # dropped below)
+        coarse = any(OBSERVABLES[k] in _COARSE_OBS for k in self._record_obs)
+        out = self._run(self._t, t, samples, sample_coarse=coarse)
         if samples.size:
             # only what was asked, without a copy when that is everything (the copy of
             # hourly samples of a large cohort costs as much as computing them)
@@ -405,7 +411,9 @@ class Cohort:
         """Record observables every ``every`` (hours or '10 min') from now; None stops.
 
         observables: names to keep (default all of OBSERVABLES); patients: row indices
-        (0..n-1) of the patients to keep (default all).
+        (0..n-1) of the patients to keep (default all). Samples of observables that do not
+        read the slow testicular states (all but inhibin B, sperm, motility, Sertoli and
+        spermatogonial activity) cost about half as much.
         Changing what is recorded once something has been recorded is refused.
         """
         every = None if every is None else parse_duration(every, "every")

@@ -67,6 +67,52 @@ def test_record_subset_equals_the_full_recording():
         np.testing.assert_array_equal(tr_part[name], tr_full[name][[2, 0]])
 
 
+def _traces(observables, lanes):
+    """Hourly traces of 6 patients over 4 days (doses and a pump: drug and drug-free steps)."""
+    mode = pulsehpg._core.lanes()
+    try:
+        pulsehpg._core.lanes(lanes)
+        c = Cohort(n=6, seed=8)
+        c.record("1 h", observables=observables)
+        c.advance_to("1 day")
+        c.dose("testosterone_enanthate", 200.0, mask=np.arange(6) < 3)
+        c.set_pump("gonadorelin", 5.0, 1.5, mask=np.arange(6) % 2 == 0)
+        c.advance_to("4 days")
+        return c.trace()[1]
+    finally:
+        pulsehpg._core.lanes(mode)
+
+
+@pytest.mark.parametrize("lanes", ["avx2", "off"])
+def test_hormone_samples_skip_the_coarse_states_with_the_same_values(lanes):
+    """A recording of only observables that read no coarse state (pulsehpg.codegen.
+    coarse_observables) skips the samples' coarse step; each such observable alone, and
+    every coarse one beside a hormone, must equal the full recording bit for bit."""
+    from pulsehpg.codegen import coarse_observables
+    coarse = coarse_observables()
+    assert coarse and not coarse >= set(pulsehpg.OBSERVABLES)
+    full = _traces(None, lanes)
+    for name in pulsehpg.OBSERVABLES:
+        chosen = [name] if name not in coarse else ["lh", name]
+        part = _traces(chosen, lanes)
+        for k in chosen:
+            np.testing.assert_array_equal(part[k], full[k], err_msg=f"{k} (lanes {lanes})")
+
+
+def test_samples_without_the_coarse_step_leave_the_coarse_observables_behind():
+    """The skipped coarse step is real: without it the coarse observables differ (so the
+    equality above is not vacuous), the others do not."""
+    from pulsehpg.codegen import coarse_observables
+    outs = []
+    for sample_coarse in (True, False):
+        c = Cohort(n=4, seed=2)
+        samples = c.t + np.arange(1, 49) * 0.5
+        outs.append(c._run(c.t, c.t + 24.0, samples, sample_coarse=sample_coarse))
+    for k, name in enumerate(pulsehpg.OBSERVABLES):
+        same = np.array_equal(outs[0][:, :, k], outs[1][:, :, k])
+        assert same == (name not in coarse_observables()), name
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"observables": ["lh", "testosterone"]}, "observables"),
     ({"observables": []}, "observables"),
