@@ -5,9 +5,9 @@ One script, one run, both engines on the same machine and one core each:
 1. Parameter sets: 1,000 eugonadal patients with the registry's between-patient
    variability (a stochastic Cohort's parameters), simulated in deterministic
    mode (regular GnRH pulse train, no random numbers), untreated, observables
-   (all 19) every hour.
+   (all 19, or those of ``--observables``) every hour.
 2. Accuracy over the benchmark horizon, patient 0: the maximum relative error
-   over all observables and hourly samples (floors of tests/test_reference.py)
+   over the observables output and hourly samples (floors of tests/test_reference.py)
    of the core (default ``Numerics`` and ``Numerics.accurate()``) and of
    roadrunner on ``pulsehpg.sbml.to_sbml`` of the same patient (CVODE Adams and
    BDF, a ladder of relative tolerances; absolute tolerance per state 0.01 x
@@ -29,6 +29,7 @@ One script, one run, both engines on the same machine and one core each:
 
     python benchmarks/bench_sbml.py                 # 60 days per patient (a few minutes)
     python benchmarks/bench_sbml.py --quick         # 20 days, 100 patients, a smaller ladder
+    python benchmarks/bench_sbml.py --observables lh,fsh,t_total,e2   # hormones only, both engines
 
 Measures whatever core is installed (``pip install -e .``); needs the sbml extra.
 """
@@ -58,6 +59,7 @@ from test_reference import FLOOR  # the floors the accuracy tests use
 
 YEAR_H = 24 * 365.0
 VARYING = [p for p in REGISTRY if p.cv > 0]  # parameters that differ between patients
+OBS = list(OBSERVABLES)  # what both engines output (--observables)
 
 
 def load() -> str:
@@ -72,7 +74,7 @@ def parameter_sets(n: int, seed: int = 1) -> dict:
 
 
 def rel_error(values: np.ndarray, reference: np.ndarray) -> float:
-    floor = np.array([FLOOR[o] for o in OBSERVABLES])
+    floor = np.array([FLOOR[o] for o in OBS])
     return float((np.abs(values - reference) / np.maximum(np.abs(reference), floor)).max())
 
 
@@ -85,13 +87,13 @@ def core_cohort(params: dict, numerics: Numerics) -> Cohort:
 
 def core_run(c: Cohort, t_end: float) -> tuple[float, np.ndarray]:
     """Seconds for advance_to(t_end) with hourly recording; observables (patients, times, obs)."""
-    c.record(every=1.0)
+    c.record(every=1.0, observables=OBS)
     t0 = time.perf_counter()
     c.advance_to(t_end)
     dt = time.perf_counter() - t0
     _, tr = c.trace()
-    out = np.empty((c.n, tr[OBSERVABLES[0]].shape[1], len(OBSERVABLES)))
-    for j, o in enumerate(OBSERVABLES):
+    out = np.empty((c.n, tr[OBS[0]].shape[1], len(OBS)))
+    for j, o in enumerate(OBS):
         out[:, :, j] = tr[o]
     return dt, out
 
@@ -134,7 +136,7 @@ class RR:
 
     def simulate(self, t_end: float) -> np.ndarray:
         res = self.rr.simulate(0.0, t_end, round(t_end) + 1,
-                               selections=["time", *OBSERVABLES])
+                               selections=["time", *OBS])
         return np.asarray(res)[1:, 1:]  # hourly samples 1..t_end, as the core records
 
     def run(self, snap: dict, t_end: float) -> tuple[float, np.ndarray]:
@@ -152,8 +154,16 @@ def main() -> None:
                     help="parameter sets roadrunner runs for the large-cohort row")
     ap.add_argument("--repeats", type=int, default=7,
                     help="repeats of the 1-patient runs (the fastest is reported)")
+    ap.add_argument("--observables", default=",".join(OBSERVABLES),
+                    help="comma-separated observables both engines output (default all)")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    chosen_obs = [o for o in args.observables.split(",") if o]
+    unknown = [o for o in chosen_obs if o not in OBSERVABLES]
+    if unknown or not chosen_obs:
+        ap.error(f"--observables: unknown or none {unknown or chosen_obs}; allowed: "
+                 f"{', '.join(OBSERVABLES)}")
+    OBS[:] = chosen_obs
     if args.quick:
         args.days, args.patients, args.rr_patients, args.repeats = 20.0, 100, 3, 3
     t_end = args.days * 24.0
@@ -176,8 +186,10 @@ def main() -> None:
     core_so = Path(_core.__file__)
     built = time.strftime("%Y-%m-%d %H:%M", time.gmtime(core_so.stat().st_mtime))
     print(f"core: {core_so.name}, built {built} UTC")
-    print(f"eugonadal, deterministic, untreated, {args.days:g} days per patient, all "
-          f"{len(OBSERVABLES)} observables hourly, one core; {load()}")
+    what = (f"all {len(OBS)} observables" if len(OBS) == len(OBSERVABLES)
+            else ", ".join(OBS))
+    print(f"eugonadal, deterministic, untreated, {args.days:g} days per patient, {what} "
+          f"hourly, one core; {load()}")
 
     params = parameter_sets(args.patients)
     params0 = {k: v[:1] for k, v in params.items()}
@@ -191,7 +203,8 @@ def main() -> None:
     for name, nm in presets.items():
         c = core_cohort(params0, nm)
         snaps0[name] = c.snapshot(0)
-        ref = reference_run(snaps0[name], t_end, samples).outputs
+        ref = reference_run(snaps0[name], t_end, samples).outputs[
+            :, [OBSERVABLES.index(o) for o in OBS]]
         _, out = core_run(c, t_end)
         core_err[name] = (rel_error(out[0], ref), ref)
         print(f"  pulsehpg core, Numerics {name + ('()' if name == 'accurate' else ''):<12}"
