@@ -154,7 +154,8 @@ cdef class Engine:
         out[i, k, :]. Without exact, a patient stops on its own step ladder at or just
         before t1 (see ph_integrate); sync, observe and states bring it the rest of the way.
         Without sample_coarse, the samples' observables that read coarse states
-        (pulsehpg.codegen.coarse_observables) are left wrong, at half the cost of a sample.
+        (pulsehpg.codegen.coarse_observables) are left wrong, without the coarse step that
+        is about 45 % of a sample's instructions.
 
         Returns the number of patients whose state became non-finite.
         """
