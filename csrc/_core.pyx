@@ -42,6 +42,8 @@ cdef extern from "engine.h" nogil:
         double growth
         double coarse_step
         int sample_coarse
+        const int *obs
+        int n_obs
     void ph_prepare(const double *p, double *d, double *etab, double h0, int n_levels) noexcept
     int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples, int ns,
                        double *out, int exact) noexcept
@@ -149,13 +151,13 @@ cdef class Engine:
                 ph_first_pulse(&self.c, i, t)
 
     def advance(self, double t1, const double[::1] samples, double[:, :, ::1] out,
-                int threads=1, bint exact=False, bint sample_coarse=True):
-        """Advance every patient from its own time to t1; observables at samples go to
-        out[i, k, :]. Without exact, a patient stops on its own step ladder at or just
+                const int[::1] obs, int threads=1, bint exact=False, bint sample_coarse=True):
+        """Advance every patient from its own time to t1; observables obs[m] at samples
+        go to out[i, k, m]. Without exact, a patient stops on its own step ladder at or just
         before t1 (see ph_integrate); sync, observe and states bring it the rest of the way.
-        Without sample_coarse, the samples' observables that read coarse states
-        (pulsehpg.codegen.coarse_observables) are left wrong, without the coarse step that
-        is about 45 % of a sample's instructions.
+        Without sample_coarse, obs must hold no observable that reads a coarse state
+        (pulsehpg.codegen.coarse_observables): samples skip the coarse step, about 45 % of
+        a sample's instructions.
 
         Returns the number of patients whose state became non-finite.
         """
@@ -164,8 +166,17 @@ cdef class Engine:
         cdef int ns = samples.shape[0]
         cdef int bad = 0
         cdef const double *sp = &samples[0] if ns > 0 else NULL
-        cdef double *o0 = &out[0, 0, 0] if ns > 0 and self.n > 0 else NULL
+        cdef int n_obs = obs.shape[0]
+        if out.shape[0] != self.n or out.shape[1] != ns or out.shape[2] != n_obs:
+            raise ValueError(f"out: expected shape ({self.n}, {ns}, {n_obs}), got "
+                             f"({out.shape[0]}, {out.shape[1]}, {out.shape[2]})")
+        for g in range(n_obs):
+            if not 0 <= obs[g] < PH_NO:
+                raise ValueError(f"obs: {obs[g]} is not an observable index (0..{PH_NO - 1})")
+        cdef double *o0 = &out[0, 0, 0] if ns > 0 and self.n > 0 and n_obs > 0 else NULL
         self.c.sample_coarse = sample_coarse
+        self.c.obs = &obs[0] if n_obs > 0 else NULL
+        self.c.n_obs = n_obs
         with nogil:
             for g in prange(groups + self.n % PH_LANES, num_threads=threads, schedule="dynamic"):
                 if g < groups:
@@ -173,9 +184,11 @@ cdef class Engine:
                 else:
                     i = groups * PH_LANES + (g - groups)
                     if ph_advance_one(&self.c, <int>i, t1, sp, ns,
-                                      o0 + i * ns * PH_NO if o0 != NULL else NULL, exact) != 0:
+                                      o0 + i * ns * n_obs if o0 != NULL else NULL, exact) != 0:
                         bad += 1
         self.c.sample_coarse = 1
+        self.c.obs = NULL
+        self.c.n_obs = 0
         return bad
 
     def sync(self, double t, const unsigned char[::1] mask):

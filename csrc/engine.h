@@ -66,6 +66,8 @@ typedef struct {
     double growth;               /* step <= growth * time since the last fast event */
     double coarse_step;          /* hours between coarse steps (at most) */
     int sample_coarse;           /* 0: samples skip the coarse states (none is recorded) */
+    const int *obs;              /* n_obs: the observables a sample row holds, in order */
+    int n_obs;
 } ph_cohort;
 
 /* per patient: forcing integrals since tc (zeroth, then first moments in time since tc),
@@ -469,6 +471,14 @@ static inline void ph_observe(const ph_cohort *c, int i, double t, double *o, in
                c->u + (size_t)i * PH_NI, o);
 }
 
+/* Sample row of patient i at time t: the recorded observables (c->obs) only, so that the
+ * rows of long hourly recordings take no memory for the others. */
+static inline void ph_sample(const ph_cohort *c, int i, double t, double *row) {
+    double o[PH_NO];
+    ph_observe(c, i, t, o, c->sample_coarse);
+    for (int m = 0; m < c->n_obs; m++) row[m] = o[c->obs[m]];
+}
+
 /* Draw and apply a GnRH pulse at time t; schedule the next one. */
 static inline void ph_fire_pulse(const ph_cohort *c, int i, double t) {
     double *y = c->y + (size_t)i * PH_NS;
@@ -546,9 +556,9 @@ static inline void ph_apply_event(const ph_cohort *c, int i, double t, int kind,
 }
 
 /* Advance patient i from its own time to t1, writing observables at the sample times
- * (ascending, within (t0, t1]) into out (ns x NO). Only the patient's own events (GnRH
- * pulses, pump boluses) split its integration; samples are read off a copy (ph_observe)
- * and the end is reached with stop_short unless exact is set. Returns 0, or -1 if a
+ * (ascending, within (t0, t1]) into out (ns x n_obs: the observables c->obs). Only the
+ * patient's own events (GnRH pulses, pump boluses) split its integration; samples are read
+ * off a copy (ph_sample) and the end is reached with stop_short unless exact is set. Returns 0, or -1 if a
  * state became non-finite. */
 static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,
                                  int ns, double *out, int exact) {
@@ -568,7 +578,7 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
             if (te > t)
                 t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
             c->tp[i] = t;
-            ph_observe(c, i, te, out + (size_t)k * PH_NO, c->sample_coarse);
+            ph_sample(c, i, te, out + (size_t)k * c->n_obs);
             k++;
             continue;
         }

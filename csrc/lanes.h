@@ -61,7 +61,7 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
         /* the event is due now */
         c->tp[i] = L->t;
         if (kind == 1) {
-            ph_observe(c, i, te, out + (size_t)L->k * PH_NO, c->sample_coarse);
+            ph_sample(c, i, te, out + (size_t)L->k * c->n_obs);
             L->k++;
             continue;
         }
@@ -83,7 +83,7 @@ static inline int ph_lane_finish(const ph_cohort *c, ph_lane *L, double t1,
     if (L->stop_short) { /* the trajectory stays on its own ladder */
         c->tp[i] = L->t;
         if (L->kind == 0) return 0;
-        ph_observe(c, i, L->te, out + (size_t)L->k * PH_NO, c->sample_coarse);
+        ph_sample(c, i, L->te, out + (size_t)L->k * c->n_obs);
         L->k++;
         return ph_lane_plan(c, L, t1, samples, ns, out, exact);
     }
@@ -218,14 +218,14 @@ static inline int ph_advance_group(const ph_cohort *c, const int *idx, double t1
     return bad;
 }
 
-/* Patients i0..i0+3 of a cohort whose sample rows are out (n x ns x NO, or NULL). */
+/* Patients i0..i0+3 of a cohort whose sample rows are out (n x ns x n_obs, or NULL). */
 static inline int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
                                    int ns, double *out, int exact) {
     int idx[PH_LANES];
     double *outs[PH_LANES];
     for (int l = 0; l < PH_LANES; l++) {
         idx[l] = i0 + l;
-        outs[l] = out ? out + (size_t)(i0 + l) * ns * PH_NO : NULL;
+        outs[l] = out ? out + (size_t)(i0 + l) * ns * c->n_obs : NULL;
     }
     return ph_advance_group(c, idx, t1, samples, ns, outs, exact);
 }

@@ -264,11 +264,13 @@ class Cohort:
         """Hours since the cohort's start."""
         return self._t
 
-    def _run(self, t0: float, t1: float, samples=None, exact=False,
+    def _run(self, t0: float, t1: float, samples=None, exact=False, obs=None,
              sample_coarse=True) -> np.ndarray | None:
+        """Advance to t1; observables obs (indices, default all) at samples: (n, samples, obs)."""
         samples = np.zeros(0) if samples is None else np.ascontiguousarray(samples, dtype=float)
-        out = np.zeros((self.n, samples.size, _core.NO))
-        bad = self._engine.advance(t1, samples, out, self.threads, exact, sample_coarse)
+        obs = np.arange(_core.NO, dtype=np.intc) if obs is None else np.asarray(obs, np.intc)
+        out = np.zeros((self.n, samples.size, obs.size))
+        bad = self._engine.advance(t1, samples, out, obs, self.threads, exact, sample_coarse)
         if bad:
             raise FloatingPointError(
                 f"{bad} patient(s) reached a non-finite state between t={t0:g} h and "
@@ -286,17 +288,14 @@ class Cohort:
             k0 = math.floor(self._t / e + 1e-9) + 1
             k1 = math.floor(t / e + 1e-9)
             samples = np.arange(k0, k1 + 1) * e
-        # samples of hormones only skip the coarse states (the columns that read them are
-        # dropped below)
+        # the core writes only the recorded observables (hourly rows of every observable
+        # of a large cohort are hundreds of MB); samples of hormones only skip the coarse
+        # states
         coarse = any(OBSERVABLES[k] in _COARSE_OBS for k in self._record_obs)
-        out = self._run(self._t, t, samples, sample_coarse=coarse)
+        out = self._run(self._t, t, samples, obs=self._record_obs, sample_coarse=coarse)
         if samples.size:
-            # only what was asked, without a copy when that is everything (the copy of
-            # hourly samples of a large cohort costs as much as computing them)
             if self._record_rows is not None:
                 out = out[self._record_rows]
-            if self._record_obs != list(range(_core.NO)):
-                out = out[:, :, self._record_obs]
             self._trace_t.append(samples)
             self._trace_v.append(out)
         self._t = t

@@ -113,6 +113,15 @@ def test_samples_without_the_coarse_step_leave_the_coarse_observables_behind():
         assert same == (name not in coarse_observables()), name
 
 
+def test_engine_checks_the_sample_rows_it_writes():
+    c = Cohort(n=2, seed=1)
+    samples = np.array([0.5])
+    with pytest.raises(ValueError, match="out: expected shape"):
+        c._engine.advance(1.0, samples, np.zeros((2, 1, 3)), np.arange(4, dtype=np.intc))
+    with pytest.raises(ValueError, match="obs: 99"):
+        c._engine.advance(1.0, samples, np.zeros((2, 1, 1)), np.array([99], dtype=np.intc))
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"observables": ["lh", "testosterone"]}, "observables"),
     ({"observables": []}, "observables"),
