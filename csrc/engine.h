@@ -558,8 +558,8 @@ static inline void ph_apply_event(const ph_cohort *c, int i, double t, int kind,
 /* Advance patient i from its own time to t1, writing observables at the sample times
  * (ascending, within (t0, t1]) into out (ns x n_obs: the observables c->obs). Only the
  * patient's own events (GnRH pulses, pump boluses) split its integration; samples are read
- * off a copy (ph_sample) and the end is reached with stop_short unless exact is set. Returns 0, or -1 if a
- * state became non-finite. */
+ * off a copy (ph_sample) and the end is reached with stop_short unless exact is set.
+ * Returns 0, or -1 if a state became non-finite. */
 static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,
                                  int ns, double *out, int exact) {
     double *y = c->y + (size_t)i * PH_NS;
