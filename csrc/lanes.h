@@ -1,9 +1,9 @@
-/* Four patients advanced together, one per lane of a vector register.
+/* Four or eight patients advanced together, one per lane of a vector register.
  *
  * Each lane runs ph_advance_one's event loop for its own patient: its own events, its
  * own step ladder, its own cut steps. Only the ETDRK4 step itself is shared: when all
- * four lanes take a step in the same mode (all without drugs, or all with), one step on
- * ph_v4d lanes does the four patients' arithmetic, with the same operations in the same
+ * lanes take a step in the same mode (all without drugs, or all with), one step on
+ * vector lanes does all their patients' arithmetic, with the same operations in the same
  * order as ph_step_n, so every lane's result is its scalar result bit for bit (no FMA
  * contraction: build with -ffp-contract=off). Otherwise the lanes that step take scalar
  * steps. Events, coarse steps, samples and cut-step coefficients stay scalar. A lane's
@@ -11,15 +11,16 @@
  * to the patient's memory only when scalar code needs them (an event, a sample, a coarse
  * or scalar step, the end).
  *
- * The lane step is compiled twice (lanes_impl.h): for the baseline instruction set
- * (SSE2 on x86-64: two doubles per instruction) and, on x86-64, for AVX2 (four), chosen
- * at run time (ph_lanes_set).
+ * The lane step is compiled three times (lanes_impl.h): four lanes on the baseline
+ * instruction set (SSE2 on x86-64: two doubles per instruction) and, on x86-64, four
+ * lanes on AVX2 (four doubles) and eight on AVX-512 (eight), chosen at run time
+ * (ph_lanes_set).
  */
 #ifndef PULSEHPG_LANES_H
 #define PULSEHPG_LANES_H
 #include "engine.h"
 
-#define PH_LANES 4
+#define PH_MAX_LANES 8
 
 typedef struct {
     int i;          /* patient */
@@ -158,13 +159,11 @@ static inline void ph_lane_coarse(const ph_cohort *c, const ph_lane *L) {
 static inline int ph_lane_goes_on(const ph_lane *L) { return !L->last && L->t < L->te; }
 
 #if PH_HAVE_LANES
-/* the lanes' ETD coefficient rows when they are on different levels (lanes_impl.h) */
-typedef struct {
-    ph_v4d cf[PH_NCOEF][PH_NF];
-    int level[PH_LANES]; /* the level each lane's elements hold (-1: own, rewritten) */
-    int n[PH_LANES];     /* for the states [0, n) */
-} ph_coef_cache;
-/* the lane step and driver, once per instruction set (lanes_impl.h) */
+/* the lane step and driver, once per instruction set and width (lanes_impl.h) */
+#define PH_W 4
+#define PH_VD ph_v4d
+#define PH_VRATE ph_rate_v4
+#define PH_VRATE_NODRUG ph_rate_nodrug_v4
 #define PH_LANES_NAME(x) ph_lanes_base##x
 #include "lanes_impl.h"
 #undef PH_LANES_NAME
@@ -176,54 +175,83 @@ typedef struct {
 #undef PH_LANES_NAME
 #pragma GCC pop_options
 #endif
+#undef PH_W
+#undef PH_VD
+#undef PH_VRATE
+#undef PH_VRATE_NODRUG
+#if defined(__x86_64__) && defined(__GNUC__)
+#define PH_W 8
+#define PH_VD ph_v8d
+#define PH_VRATE ph_rate_v8
+#define PH_VRATE_NODRUG ph_rate_nodrug_v8
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+#define PH_LANES_NAME(x) ph_lanes_avx512##x
+#include "lanes_impl.h"
+#undef PH_LANES_NAME
+#pragma GCC pop_options
+#undef PH_W
+#undef PH_VD
+#undef PH_VRATE
+#undef PH_VRATE_NODRUG
+#endif
 #endif /* PH_HAVE_LANES */
 
-/* How groups of four are stepped: 0 one patient at a time (ph_advance_one), 1 lanes on
- * the baseline instruction set, 2 lanes on AVX2. Set with ph_lanes_set before advancing
- * (never while a cohort advances); the results are the same bit for bit in every mode. */
+/* How groups of patients are stepped: 0 one patient at a time (ph_advance_one), 1 four
+ * lanes on the baseline instruction set, 2 four lanes on AVX2, 3 eight lanes on AVX-512.
+ * Set with ph_lanes_set before advancing (never while a cohort advances); the results are
+ * the same bit for bit in every mode. */
 static int ph_lanes_mode = 0;
 
-/* Choose a mode (-1: the default); returns the mode now in use. The default is AVX2
- * where the CPU has it, else one patient at a time: on two doubles per instruction the
- * lanes' transposing costs more than they save (benchmarks/README.md). A mode the CPU
- * lacks gives the default. */
-static inline int ph_lanes_set(int mode) {
-    int avx2 = 0;
+static inline int ph_cpu_has(int mode) {
 #if PH_HAVE_LANES && defined(__x86_64__) && defined(__GNUC__)
-    avx2 = __builtin_cpu_supports("avx2") != 0;
+    if (mode == 2) return __builtin_cpu_supports("avx2") != 0;
+    if (mode == 3) return __builtin_cpu_supports("avx512f") != 0;
 #endif
-    const int fallback = avx2 ? 2 : 0;
-    if (mode == 1 && !PH_HAVE_LANES) mode = -1;
-    if (mode == 2 && !avx2) mode = -1;
-    ph_lanes_mode = (mode < 0 || mode > 2) ? fallback : mode;
+    return mode == 0 || (mode == 1 && PH_HAVE_LANES);
+}
+
+/* Choose a mode (-1: the default); returns the mode now in use. The default is the
+ * widest the CPU has, AVX-512, else AVX2, else one patient at a time: on two doubles per
+ * instruction the lanes' transposing costs more than they save (benchmarks/README.md).
+ * A mode the CPU lacks gives the default. */
+static inline int ph_lanes_set(int mode) {
+    const int fallback = ph_cpu_has(3) ? 3 : ph_cpu_has(2) ? 2 : 0;
+    ph_lanes_mode = (mode < 0 || mode > 3 || !ph_cpu_has(mode)) ? fallback : mode;
     return ph_lanes_mode;
 }
 
 static inline int ph_lanes_get(void) { return ph_lanes_mode; }
 
-/* Advance the patients idx[0..3] to t1 (as ph_advance_one does each; outs[l]: patient
- * idx[l]'s sample rows). Returns how many of them have a non-finite state. */
+/* Patients in a group of the current mode (one at a time: groups of four). */
+static inline int ph_lanes_width(void) { return ph_lanes_mode == 3 ? 8 : 4; }
+
+/* Advance the patients idx[0..ph_lanes_width()) to t1 (as ph_advance_one does each;
+ * outs[l]: patient idx[l]'s sample rows). Returns how many of them have a non-finite
+ * state. */
 static inline int ph_advance_group(const ph_cohort *c, const int *idx, double t1,
                                    const double *samples, int ns, double *const *outs,
                                    int exact) {
 #if PH_HAVE_LANES
 #if defined(__x86_64__) && defined(__GNUC__)
+    if (ph_lanes_mode == 3) return ph_lanes_avx512_run(c, idx, t1, samples, ns, outs, exact);
     if (ph_lanes_mode == 2) return ph_lanes_avx2_run(c, idx, t1, samples, ns, outs, exact);
 #endif
     if (ph_lanes_mode == 1) return ph_lanes_base_run(c, idx, t1, samples, ns, outs, exact);
 #endif
     int bad = 0;
-    for (int l = 0; l < PH_LANES; l++)
+    for (int l = 0; l < ph_lanes_width(); l++)
         bad += ph_advance_one(c, idx[l], t1, samples, ns, outs[l], exact) != 0;
     return bad;
 }
 
-/* Patients i0..i0+3 of a cohort whose sample rows are out (n x ns x n_obs, or NULL). */
+/* Patients i0..i0+ph_lanes_width()-1 of a cohort whose sample rows are out (n x ns x
+ * n_obs, or NULL). */
 static inline int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
                                    int ns, double *out, int exact) {
-    int idx[PH_LANES];
-    double *outs[PH_LANES];
-    for (int l = 0; l < PH_LANES; l++) {
+    int idx[PH_MAX_LANES];
+    double *outs[PH_MAX_LANES];
+    for (int l = 0; l < ph_lanes_width(); l++) {
         idx[l] = i0 + l;
         outs[l] = out ? out + (size_t)(i0 + l) * ns * c->n_obs : NULL;
     }

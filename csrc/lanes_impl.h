@@ -1,18 +1,27 @@
-/* The lane step and driver of csrc/lanes.h, for one instruction set: included once per
- * set with PH_LANES_NAME(x) naming the functions. No include guard on purpose. */
+/* The lane step and driver of csrc/lanes.h, for one instruction set and lane width:
+ * included once per set with PH_LANES_NAME(x) naming the functions, PH_W lanes of vector
+ * type PH_VD and the model's rates on them PH_VRATE, PH_VRATE_NODRUG (model_gen.h). No
+ * include guard on purpose. */
 
-/* The ETD coefficients of the four lanes' steps, as vectors: each lane's rows from the
+/* the lanes' ETD coefficient rows when they are on different levels */
+typedef struct {
+    PH_VD cf[PH_NCOEF][PH_NF];
+    int level[PH_W]; /* the level each lane's elements hold (-1: own, rewritten) */
+    int n[PH_W];     /* for the states [0, n) */
+} PH_LANES_NAME(_cache);
+
+/* The ETD coefficients of the lanes' steps, as vectors: each lane's rows from the
  * transposed ladder table et (et[level][row][state], lane l's patient in element l) or
- * from its own cut-step coefficients. The table's rows themselves when all four lanes
+ * from its own cut-step coefficients. The table's rows themselves when all the lanes
  * are on one level; else the rows kept in cc, where only the lanes whose level changed
  * since they were last written (and every cut step) are written again. */
-static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs)(
-    const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF], const int n,
-    ph_coef_cache *cc))[PH_NF] {
+static inline __attribute__((always_inline)) const PH_VD (*PH_LANES_NAME(_coefs)(
+    const ph_lane *lanes, const PH_VD (*et)[PH_NCOEF][PH_NF], const int n,
+    PH_LANES_NAME(_cache) *cc))[PH_NF] {
     int first = lanes[0].level, same = 1;
-    for (int l = 1; l < PH_LANES; l++) same &= lanes[l].level == first;
+    for (int l = 1; l < PH_W; l++) same &= lanes[l].level == first;
     if (same && first >= 0) return et[first];
-    for (int l = 0; l < PH_LANES; l++) {
+    for (int l = 0; l < PH_W; l++) {
         const int lv = lanes[l].level;
         if (lv >= 0 && cc->level[l] == lv && cc->n[l] >= n) continue;
         if (lv >= 0)
@@ -24,35 +33,38 @@ static inline __attribute__((always_inline)) const ph_v4d (*PH_LANES_NAME(_coefs
         cc->level[l] = lv;
         cc->n[l] = n;
     }
-    return (const ph_v4d(*)[PH_NF])cc->cf;
+    return (const PH_VD(*)[PH_NF])cc->cf;
 }
 
-/* ph_step_n of the four lanes' patients at once (n states; nodrug as in ph_step_n) on
+/* ph_step_n of the lanes' patients at once (n states; nodrug as in ph_step_n) on
  * their fast states y and forcing integrals acc, held in lanes; the lanes' parameters,
- * derived quantities and inputs come transposed (pT[k] holds parameter k of the four
- * patients). */
+ * derived quantities and inputs come transposed (pT[k] holds parameter k of the
+ * lanes' patients). */
 static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
-    const ph_cohort *c, const ph_lane *lanes, const ph_v4d (*et)[PH_NCOEF][PH_NF],
-    ph_coef_cache *cc, const ph_v4d *restrict pT, const ph_v4d *restrict dT,
-    const ph_v4d *restrict uT, ph_v4d *restrict y, ph_v4d *restrict acc, const int n,
+    const ph_cohort *c, const ph_lane *lanes, const PH_VD (*et)[PH_NCOEF][PH_NF],
+    PH_LANES_NAME(_cache) *cc, const PH_VD *restrict pT, const PH_VD *restrict dT,
+    const PH_VD *restrict uT, PH_VD *restrict y, PH_VD *restrict acc, const int n,
     const int nodrug) {
-    ph_v4d cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
-    for (int l = 0; l < PH_LANES; l++) {
+    PH_VD cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
+    for (int l = 0; l < PH_W; l++) {
         h[l] = lanes[l].h;
         s0[l] = lanes[l].t - c->tc[lanes[l].i];
     }
     for (int k = 0; k < PH_NCPL; k++) {
-        cv0[k] = (ph_v4d){lanes[0].cv0[k], lanes[1].cv0[k], lanes[2].cv0[k], lanes[3].cv0[k]};
-        cvh[k] = (ph_v4d){lanes[0].cvh[k], lanes[1].cvh[k], lanes[2].cvh[k], lanes[3].cvh[k]};
-        cv1[k] = (ph_v4d){lanes[0].cv1[k], lanes[1].cv1[k], lanes[2].cv1[k], lanes[3].cv1[k]};
+        cv0[k] = cvh[k] = cv1[k] = (PH_VD){0}; /* then set lane by lane */
+        for (int l = 0; l < PH_W; l++) {
+            cv0[k][l] = lanes[l].cv0[k];
+            cvh[k][l] = lanes[l].cvh[k];
+            cv1[k][l] = lanes[l].cv1[k];
+        }
     }
-    const ph_v4d(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cc);
-    const ph_v4d *E = co[0], *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
-    ph_v4d nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
-    ph_v4d f0[PH_NFRC + 1], fc[PH_NFRC + 1];
+    const PH_VD(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cc);
+    const PH_VD *E = co[0], *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
+    PH_VD nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
+    PH_VD f0[PH_NFRC + 1], fc[PH_NFRC + 1];
 #define PH_RATE_V(x, cv, r, f, want_f)                                                       \
-    (nodrug ? ph_rate_nodrug_v(x, pT, dT, uT, cv, r, f, want_f)                              \
-            : ph_rate_v(x, pT, dT, uT, cv, r, f, want_f))
+    (nodrug ? PH_VRATE_NODRUG(x, pT, dT, uT, cv, r, f, want_f)                               \
+            : PH_VRATE(x, pT, dT, uT, cv, r, f, want_f))
     PH_RATE_V(y, cv0, nu, f0, 1);
     for (int j = 0; j < n; j++) a[j] = E2[j] * y[j] + Q[j] * nu[j];
     PH_RATE_V(a, cvh, na, NULL, 0);
@@ -63,7 +75,7 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
 #undef PH_RATE_V
     for (int j = 0; j < n; j++)
         y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
-    const ph_v4d w = 0.5 * h, s1 = s0 + h;
+    const PH_VD w = 0.5 * h, s1 = s0 + h;
     for (int k = 0; k < PH_NFRC; k++) {
         acc[k] += w * (f0[k] + fc[k]);
         acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
@@ -72,30 +84,30 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
 
 /* Lane l's fast states and forcing integrals between the vectors and its patient's memory. */
 static inline void PH_LANES_NAME(_store)(const ph_cohort *c, const ph_lane *L, int l,
-                                         const ph_v4d *y, const ph_v4d *acc) {
+                                         const PH_VD *y, const PH_VD *acc) {
     double *ys = c->y + (size_t)L->i * PH_NS, *as = c->aux + (size_t)L->i * PH_NAUX;
     for (int j = 0; j < PH_NF; j++) ys[j] = y[j][l];
     for (int k = 0; k < 2 * PH_NFRC; k++) as[k] = acc[k][l];
 }
 
 static inline void PH_LANES_NAME(_load)(const ph_cohort *c, const ph_lane *L, int l,
-                                        ph_v4d *y, ph_v4d *acc) {
+                                        PH_VD *y, PH_VD *acc) {
     const double *ys = c->y + (size_t)L->i * PH_NS, *as = c->aux + (size_t)L->i * PH_NAUX;
     for (int j = 0; j < PH_NF; j++) y[j][l] = ys[j];
     for (int k = 0; k < 2 * PH_NFRC; k++) acc[k][l] = as[k];
 }
 
-/* ph_advance_one for the four patients idx[0..3] (outs[l]: patient idx[l]'s sample rows);
+/* ph_advance_one for the PH_W patients idx[0..PH_W) (outs[l]: patient idx[l]'s sample rows);
  * returns how many of them have a non-finite state. */
 static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
                                 const double *samples, int ns, double *const *outs,
                                 int exact) {
-    ph_lane lanes[PH_LANES];
-    ph_v4d pT[PH_NP], dT[PH_ND], uT[PH_NI];
-    ph_v4d et[c->n_levels][PH_NCOEF][PH_NF]; /* the lanes' ladder coefficients, transposed */
-    ph_coef_cache cc;
-    for (int l = 0; l < PH_LANES; l++) cc.level[l] = -1, cc.n[l] = 0; /* nothing written yet */
-    for (int l = 0; l < PH_LANES; l++) {
+    ph_lane lanes[PH_W];
+    PH_VD pT[PH_NP], dT[PH_ND], uT[PH_NI];
+    PH_VD et[c->n_levels][PH_NCOEF][PH_NF]; /* the lanes' ladder coefficients, transposed */
+    PH_LANES_NAME(_cache) cc;
+    for (int l = 0; l < PH_W; l++) cc.level[l] = -1, cc.n[l] = 0; /* nothing written yet */
+    for (int l = 0; l < PH_W; l++) {
         const int i = idx[l];
         for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];
         for (int k = 0; k < PH_ND; k++) dT[k][l] = c->d[(size_t)i * PH_ND + k];
@@ -112,8 +124,8 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
     }
     /* the lanes' fast states and forcing integrals; held[l]: lane l's are here, not (yet)
      * in its patient's memory, which scalar code reads and writes */
-    ph_v4d Y[PH_NF], ACC[2 * PH_NFRC];
-    int held[PH_LANES] = {0};
+    PH_VD Y[PH_NF], ACC[2 * PH_NFRC];
+    int held[PH_W] = {0};
 #define PH_TO_MEMORY(l)                                                                      \
     do {                                                                                     \
         if (held[l]) PH_LANES_NAME(_store)(c, &lanes[l], (l), Y, ACC);                       \
@@ -121,7 +133,7 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
     } while (0)
     for (;;) {
         int stepping = 0, nodrug = 0;
-        for (int l = 0; l < PH_LANES; l++) {
+        for (int l = 0; l < PH_W; l++) {
             ph_lane *L = &lanes[l];
             while (L->active && !ph_lane_step_setup(c, L)) {
                 PH_TO_MEMORY(l);
@@ -133,28 +145,28 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
             }
         }
         if (!stepping) break;
-        const int vector = stepping == PH_LANES && (nodrug == PH_LANES || nodrug == 0);
+        const int vector = stepping == PH_W && (nodrug == PH_W || nodrug == 0);
         if (vector) {
-            for (int l = 0; l < PH_LANES; l++)
+            for (int l = 0; l < PH_W; l++)
                 if (!held[l]) {
                     PH_LANES_NAME(_load)(c, &lanes[l], l, Y, ACC);
                     held[l] = 1;
                 }
             /* constant n and nodrug, so that each call is compiled for its mode */
             if (nodrug)
-                PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
+                PH_LANES_NAME(_step)(c, lanes, (const PH_VD(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
                                      uT, Y, ACC, PH_NE, 1);
             else
-                PH_LANES_NAME(_step)(c, lanes, (const ph_v4d(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
+                PH_LANES_NAME(_step)(c, lanes, (const PH_VD(*)[PH_NCOEF][PH_NF])et, &cc, pT, dT,
                                      uT, Y, ACC, PH_NF, 0);
         } else {
-            for (int l = 0; l < PH_LANES; l++)
+            for (int l = 0; l < PH_W; l++)
                 if (lanes[l].active) {
                     PH_TO_MEMORY(l);
                     ph_lane_step_scalar(c, &lanes[l]);
                 }
         }
-        for (int l = 0; l < PH_LANES; l++) {
+        for (int l = 0; l < PH_W; l++) {
             ph_lane *L = &lanes[l];
             if (!L->active) continue;
             if (ph_lane_step_advance(c, L)) {
@@ -167,10 +179,10 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
             }
         }
     }
-    for (int l = 0; l < PH_LANES; l++) PH_TO_MEMORY(l);
+    for (int l = 0; l < PH_W; l++) PH_TO_MEMORY(l);
 #undef PH_TO_MEMORY
     int bad = 0;
-    for (int l = 0; l < PH_LANES; l++) {
+    for (int l = 0; l < PH_W; l++) {
         const double *y = c->y + (size_t)idx[l] * PH_NS;
         for (int j = 0; j < PH_NS; j++)
             if (!isfinite(y[j])) {

@@ -551,11 +551,12 @@ _CALL = re.compile(r"\b[A-Za-z_][A-Za-z_0-9]*\s*\(")
 _LITERAL_RHS = re.compile(r"^(\s*[a-z]\[\d+\] = )\(?\s*(-?[0-9.]+(?:e[-+]?\d+)?)\s*\)?;$")
 
 
-def _lanes(lines: list[str]) -> list[str] | None:
-    """The same statements on ph_v4d lanes (four patients, one per lane; GCC/Clang vector
-    extension): each lane does the scalar operations in the scalar order, so its result is
-    the scalar one bit for bit. None where a statement calls a function or branches on a
-    value (no lane form; the core then steps patients one at a time)."""
+def _lanes(lines: list[str], vec: str = "ph_v4d") -> list[str] | None:
+    """The same statements on lanes of patients, one per element of the vector type vec
+    (GCC/Clang vector extension): each lane does the scalar operations in the scalar
+    order, so its result is the scalar one bit for bit. None where a statement calls a
+    function or branches on a value (no lane form; the core then steps patients one at a
+    time)."""
     out = []
     for ln in lines:
         if ln.startswith(("if (want_f)", "}", "(void)")):
@@ -565,9 +566,13 @@ def _lanes(lines: list[str]) -> list[str] | None:
             return None
         m = _LITERAL_RHS.match(ln)
         if m:  # a vector cannot be assigned a plain number
-            ln = f"{m.group(1)}PH_V4D_SPLAT({m.group(2)});"
-        out.append(ln.replace("const double ", "const ph_v4d "))
+            ln = f"{m.group(1)}{vec.upper()}_SPLAT({m.group(2)});"
+        out.append(ln.replace("const double ", f"const {vec} "))
     return out
+
+
+# lane widths of the vector rates: 4 (AVX2, or two SSE2 registers) and 8 (AVX-512)
+LANE_WIDTHS = (4, 8)
 
 
 def c_header() -> str:
@@ -619,22 +624,24 @@ def c_header() -> str:
        "const double *restrict u, const double *restrict cv, double *restrict r, "
        "double *restrict f, const int want_f)", ["(void)u; (void)cv; (void)f; (void)want_f;"]
        + b["rate_nodrug"])
-    # the fast rates on lanes of four patients (csrc/lanes.h)
-    fast_v = _lanes(["(void)cv; (void)f; (void)want_f;"] + b["rate_fast"])
-    nodrug_v = _lanes(["(void)u; (void)cv; (void)f; (void)want_f;"] + b["rate_nodrug"])
-    h.append(f"#define PH_HAVE_LANES {int(fast_v is not None and nodrug_v is not None)}")
+    # the fast rates on lanes of four and of eight patients (csrc/lanes.h)
+    fast_head = ["(void)cv; (void)f; (void)want_f;"] + b["rate_fast"]
+    nodrug_head = ["(void)u; (void)cv; (void)f; (void)want_f;"] + b["rate_nodrug"]
+    have = _lanes(fast_head) is not None and _lanes(nodrug_head) is not None
+    h.append(f"#define PH_HAVE_LANES {int(have)}")
     h.append("")
-    if fast_v is not None and nodrug_v is not None:
-        h.append("typedef double ph_v4d __attribute__((vector_size(32)));")
-        h.append("#define PH_V4D_SPLAT(x) ((ph_v4d){(x), (x), (x), (x)})")
+    for w in LANE_WIDTHS if have else ():
+        vec = f"ph_v{w}d"
+        h.append(f"typedef double {vec} __attribute__((vector_size({8 * w})));")
+        h.append(f"#define {vec.upper()}_SPLAT(x) (({vec}){{{', '.join(['(x)'] * w)}}})")
         h.append("")
-        vsig = ("const ph_v4d *restrict y, const ph_v4d *restrict p, const ph_v4d *restrict d, "
-                "const ph_v4d *restrict u, const ph_v4d *restrict cv, ph_v4d *restrict r, "
-                "ph_v4d *restrict f, const int want_f")
-        fn("/* ph_rate on lanes */\nstatic inline __attribute__((always_inline)) void "
-           f"ph_rate_v({vsig})", fast_v)
-        fn("/* ph_rate_nodrug on lanes */\nstatic inline __attribute__((always_inline)) void "
-           f"ph_rate_nodrug_v({vsig})", nodrug_v)
+        vsig = (f"const {vec} *restrict y, const {vec} *restrict p, const {vec} *restrict d, "
+                f"const {vec} *restrict u, const {vec} *restrict cv, {vec} *restrict r, "
+                f"{vec} *restrict f, const int want_f")
+        fn(f"/* ph_rate on {w} lanes */\nstatic inline __attribute__((always_inline)) void "
+           f"ph_rate_v{w}({vsig})", _lanes(fast_head, vec))
+        fn(f"/* ph_rate_nodrug on {w} lanes */\nstatic inline __attribute__((always_inline)) "
+           f"void ph_rate_nodrug_v{w}({vsig})", _lanes(nodrug_head, vec))
     fn("/* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */\n"
        "static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, "
        "const double *restrict d, const double *restrict u, const double *restrict fbar, "
