@@ -366,11 +366,15 @@ static inline double ph_coarse_cap(const ph_cohort *c, const double *p, const do
 static inline int ph_ladder(const ph_cohort *c, double since, double rest, int stop_short,
                             double *hl, int *last) {
     const double reach = c->growth * since;
+    /* the highest level whose step reach allows: the steps double, so that is the count
+     * of levels above 0 within reach (no early exit: a branch-free loop) */
     int l = 0;
-    double h = c->h0;
-    while (l + 1 < c->n_levels && 2.0 * h <= reach) {
-        h *= 2.0;
-        l++;
+    double h = c->h0, hq = c->h0;
+    for (int q = 1; q < c->n_levels; q++) {
+        hq *= 2.0;
+        const int up = hq <= reach;
+        l += up;
+        h = up ? hq : h;
     }
     *hl = h;
     *last = stop_short ? rest < h * (1.0 - 1e-12) : rest <= h * (1.0 + 1e-12);

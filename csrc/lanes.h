@@ -32,10 +32,10 @@ typedef struct {
     int nodrug;     /* decided when the interval starts, as in ph_integrate */
     int last;       /* the step being taken is cut short to te */
     int level;      /* its ladder level, or -1 for a cut step (own coefficients) */
-    double t, te, hc, h, hl;
+    double t, te, h, hl;
+    double hc;      /* largest coarse step (ph_coarse_cap: parameters are fixed within a call) */
     const double *coef;
     double own[PH_NCOEF * PH_NF];
-    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
 } ph_lane;
 
 /* Find lane L's next interval to integrate, handling events due now on the way (as
@@ -56,7 +56,6 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
         L->stop_short = kind == 1 || (kind == 0 && !exact);
         if (te > L->t) {
             L->nodrug = ph_drugs_off(y, c->u + (size_t)i * PH_NI);
-            L->hc = ph_coarse_cap(c, p, d);
             return 1;
         }
         /* the event is due now */
@@ -69,7 +68,7 @@ static inline int ph_lane_plan(const ph_cohort *c, ph_lane *L, double t1, const 
         if (kind == 0) {
             if (exact)
                 ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, c->aux + (size_t)i * PH_NAUX,
-                          &c->tc[i], L->t, ph_coarse_cap(c, p, d));
+                          &c->tc[i], L->t, L->hc);
             return 0;
         }
         ph_apply_event(c, i, L->t, kind, which);
@@ -104,12 +103,6 @@ static inline int ph_lane_step_setup(const ph_cohort *c, ph_lane *L) {
     const int l = ph_ladder(c, c->since[i], rest, L->stop_short, &hl, &last);
     if (last && L->stop_short) return 0;
     const double h = last ? rest : hl;
-    const double *y = c->y + (size_t)i * PH_NS;
-    const double *aux = c->aux + (size_t)i * PH_NAUX;
-    const double tc = c->tc[i];
-    ph_coupled_at(y, aux, L->t - tc, L->cv0);
-    ph_coupled_at(y, aux, L->t + 0.5 * h - tc, L->cvh);
-    ph_coupled_at(y, aux, L->t + h - tc, L->cv1);
     const double *d = c->d + (size_t)i * PH_ND;
     L->coef = c->etab + ((size_t)i * c->n_levels + l) * PH_NCOEF * PH_NF;
     if (last) {
@@ -131,11 +124,15 @@ static inline void ph_lane_step_scalar(const ph_cohort *c, ph_lane *L) {
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
     double *aux = c->aux + (size_t)i * PH_NAUX;
-    const double s0 = L->t - c->tc[i];
+    const double tc = c->tc[i], s0 = L->t - tc;
+    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
+    ph_coupled_at(y, aux, s0, cv0);
+    ph_coupled_at(y, aux, L->t + 0.5 * L->h - tc, cvh);
+    ph_coupled_at(y, aux, L->t + L->h - tc, cv1);
     if (L->nodrug)
-        ph_step_n(y, p, d, u, L->coef, L->h, L->cv0, L->cvh, L->cv1, s0, aux, PH_NE, 1);
+        ph_step_n(y, p, d, u, L->coef, L->h, cv0, cvh, cv1, s0, aux, PH_NE, 1);
     else
-        ph_step_n(y, p, d, u, L->coef, L->h, L->cv0, L->cvh, L->cv1, s0, aux, PH_NF, 0);
+        ph_step_n(y, p, d, u, L->coef, L->h, cv0, cvh, cv1, s0, aux, PH_NF, 0);
 }
 
 /* After lane L's step (ph_integrate's loop tail, up to its coarse step): the lane's time
@@ -160,8 +157,11 @@ static inline int ph_lane_goes_on(const ph_lane *L) { return !L->last && L->t < 
 
 #if PH_HAVE_LANES
 /* the lane step and driver, once per instruction set and width (lanes_impl.h) */
+typedef long long ph_v4i __attribute__((vector_size(32)));
+typedef long long ph_v8i __attribute__((vector_size(64)));
 #define PH_W 4
 #define PH_VD ph_v4d
+#define PH_VI ph_v4i
 #define PH_VRATE ph_rate_v4
 #define PH_VRATE_NODRUG ph_rate_nodrug_v4
 #define PH_LANES_NAME(x) ph_lanes_base##x
@@ -177,11 +177,13 @@ static inline int ph_lane_goes_on(const ph_lane *L) { return !L->last && L->t < 
 #endif
 #undef PH_W
 #undef PH_VD
+#undef PH_VI
 #undef PH_VRATE
 #undef PH_VRATE_NODRUG
 #if defined(__x86_64__) && defined(__GNUC__)
 #define PH_W 8
 #define PH_VD ph_v8d
+#define PH_VI ph_v8i
 #define PH_VRATE ph_rate_v8
 #define PH_VRATE_NODRUG ph_rate_nodrug_v8
 #pragma GCC push_options
@@ -192,6 +194,7 @@ static inline int ph_lane_goes_on(const ph_lane *L) { return !L->last && L->t < 
 #pragma GCC pop_options
 #undef PH_W
 #undef PH_VD
+#undef PH_VI
 #undef PH_VRATE
 #undef PH_VRATE_NODRUG
 #endif

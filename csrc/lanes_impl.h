@@ -1,7 +1,7 @@
 /* The lane step and driver of csrc/lanes.h, for one instruction set and lane width:
  * included once per set with PH_LANES_NAME(x) naming the functions, PH_W lanes of vector
- * type PH_VD and the model's rates on them PH_VRATE, PH_VRATE_NODRUG (model_gen.h). No
- * include guard on purpose. */
+ * type PH_VD (PH_VI: its 64-bit integer twin) and the model's rates on them, PH_VRATE
+ * and PH_VRATE_NODRUG (model_gen.h). No include guard on purpose. */
 
 /* the lanes' ETD coefficient rows when they are on different levels */
 typedef struct {
@@ -14,7 +14,8 @@ typedef struct {
  * transposed ladder table et (et[level][row][state], lane l's patient in element l) or
  * from its own cut-step coefficients. The table's rows themselves when all the lanes
  * are on one level; else the rows kept in cc, where only the lanes whose level changed
- * since they were last written (and every cut step) are written again. */
+ * since they were last written (and every cut step) are written again. Row 0 (e^{-kh})
+ * is not copied: the step makes it from row 1 (ph_etd_rows' e = e2 * e2, the same bits). */
 static inline __attribute__((always_inline)) const PH_VD (*PH_LANES_NAME(_coefs)(
     const ph_lane *lanes, const PH_VD (*et)[PH_NCOEF][PH_NF], const int n,
     PH_LANES_NAME(_cache) *cc))[PH_NF] {
@@ -25,10 +26,10 @@ static inline __attribute__((always_inline)) const PH_VD (*PH_LANES_NAME(_coefs)
         const int lv = lanes[l].level;
         if (lv >= 0 && cc->level[l] == lv && cc->n[l] >= n) continue;
         if (lv >= 0)
-            for (int r = 0; r < PH_NCOEF; r++)
+            for (int r = 1; r < PH_NCOEF; r++)
                 for (int j = 0; j < n; j++) cc->cf[r][j][l] = et[lv][r][j][l];
         else
-            for (int r = 0; r < PH_NCOEF; r++)
+            for (int r = 1; r < PH_NCOEF; r++)
                 for (int j = 0; j < n; j++) cc->cf[r][j][l] = lanes[l].own[r * PH_NF + j];
         cc->level[l] = lv;
         cc->n[l] = n;
@@ -45,21 +46,35 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
     PH_LANES_NAME(_cache) *cc, const PH_VD *restrict pT, const PH_VD *restrict dT,
     const PH_VD *restrict uT, PH_VD *restrict y, PH_VD *restrict acc, const int n,
     const int nodrug) {
-    PH_VD cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, s0;
+    PH_VD cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1], h, t, tc, s0, sh, s1;
     for (int l = 0; l < PH_W; l++) {
         h[l] = lanes[l].h;
-        s0[l] = lanes[l].t - c->tc[lanes[l].i];
+        t[l] = lanes[l].t;
+        tc[l] = c->tc[lanes[l].i];
     }
+    /* the coupled coarse states at the start, middle and end (ph_coupled_at, the same
+     * operations in the same order) */
+    s0 = t - tc;
+    sh = (t + 0.5 * h) - tc;
+    s1 = (t + h) - tc;
     for (int k = 0; k < PH_NCPL; k++) {
-        cv0[k] = cvh[k] = cv1[k] = (PH_VD){0}; /* then set lane by lane */
+        PH_VD yk, slope, curv;
         for (int l = 0; l < PH_W; l++) {
-            cv0[k][l] = lanes[l].cv0[k];
-            cvh[k][l] = lanes[l].cvh[k];
-            cv1[k][l] = lanes[l].cv1[k];
+            const size_t i = (size_t)lanes[l].i;
+            yk[l] = c->y[i * PH_NS + PH_CPL[k]];
+            slope[l] = c->aux[i * PH_NAUX + PH_AUX_SLOPE + k];
+            curv[l] = c->aux[i * PH_NAUX + PH_AUX_CURV + k];
         }
+        const PH_VD v0 = yk + s0 * (slope + 0.5 * s0 * curv);
+        const PH_VD vh = yk + sh * (slope + 0.5 * sh * curv);
+        const PH_VD v1 = yk + s1 * (slope + 0.5 * s1 * curv);
+        /* v > 0 ? v : 0, lane by lane (a comparison gives all ones or all zeros) */
+        cv0[k] = (PH_VD)((v0 > 0.0) & (PH_VI)v0);
+        cvh[k] = (PH_VD)((vh > 0.0) & (PH_VI)vh);
+        cv1[k] = (PH_VD)((v1 > 0.0) & (PH_VI)v1);
     }
     const PH_VD(*co)[PH_NF] = PH_LANES_NAME(_coefs)(lanes, et, n, cc);
-    const PH_VD *E = co[0], *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
+    const PH_VD *E2 = co[1], *Q = co[2], *F1 = co[3], *F2 = co[4], *F3 = co[5];
     PH_VD nu[PH_NF], na[PH_NF], nb[PH_NF], nc[PH_NF], a[PH_NF], s[PH_NF];
     PH_VD f0[PH_NFRC + 1], fc[PH_NFRC + 1];
 #define PH_RATE_V(x, cv, r, f, want_f)                                                       \
@@ -74,11 +89,11 @@ static inline __attribute__((always_inline)) void PH_LANES_NAME(_step)(
     PH_RATE_V(s, cv1, nc, fc, 1);
 #undef PH_RATE_V
     for (int j = 0; j < n; j++)
-        y[j] = E[j] * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
-    const PH_VD w = 0.5 * h, s1 = s0 + h;
+        y[j] = (E2[j] * E2[j]) * y[j] + F1[j] * nu[j] + F2[j] * (na[j] + nb[j]) + F3[j] * nc[j];
+    const PH_VD w = 0.5 * h, se = s0 + h;
     for (int k = 0; k < PH_NFRC; k++) {
         acc[k] += w * (f0[k] + fc[k]);
-        acc[PH_NFRC + k] += w * (s0 * f0[k] + s1 * fc[k]);
+        acc[PH_NFRC + k] += w * (s0 * f0[k] + se * fc[k]);
     }
 }
 
@@ -118,6 +133,7 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
                 for (int j = 0; j < PH_NF; j++)
                     et[v][r][j][l] = etab[((size_t)v * PH_NCOEF + r) * PH_NF + j];
         lanes[l].i = i;
+        lanes[l].hc = ph_coarse_cap(c, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND);
         lanes[l].k = 0;
         lanes[l].t = c->tp[i];
         lanes[l].active = ph_lane_plan(c, &lanes[l], t1, samples, ns, outs[l], exact);
