@@ -142,8 +142,8 @@ static inline __attribute__((always_inline)) ph_etd_v ph_exp_neg(ph_etd_v x) {
  * 3 = h f1(z), 4 = 2 h f2(z), 5 = h f3(z) with z = -kh. For small |z| the
  * closed forms cancel badly, so their Taylor series are used:
  * f1 = sum (n-2)^2/n! z^(n-3), f2 = sum (n-2)/n! z^(n-3), f3 = sum (4-n)/n! z^(n-3).
- * Both forms are computed and one chosen per state, four states at a time: a step cut
- * short (at every pulse) computes a set for each of its states. */
+ * Four states at a time, each form computed only where one of the four needs it: a step
+ * cut short (at every pulse) computes a set for each of its states. */
 PH_CLONES static void ph_etd_rows(const double *restrict k, int n, double h,
                                   double *restrict c, int stride) {
     /* 14 terms: truncation below 0.5^14 (n-2)^2/n! at n = 17 (< 4e-17) */
@@ -177,22 +177,36 @@ PH_CLONES static void ph_etd_rows(const double *restrict k, int n, double h,
         for (int l = 0; l < 4 && j0 + l < n; l++) kv[l] = k[j0 + l];
         const ph_etd_v z = -kv * h, x = 0.5 * z;
         const ph_etd_v e2 = ph_exp_neg(x), e = e2 * e2;
-        const ph_etd_v z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
-        const ph_etd_v t1 = ph_poly14(C1, z, z2, z4, z8), t2 = ph_poly14(C2, z, z2, z4, z8);
-        const ph_etd_v t3 = ph_poly14(C3, z, z2, z4, z8), tp = ph_poly14(CP, z, z2, z4, z8);
         const ph_etd_i small = (z > -0.5) & (z < 0.5);
-        const ph_etd_v zz = ph_etd_select(small, PH_ETD_SPLAT(-1.0), z); /* away from 0/0 */
-        const ph_etd_v z3 = zz * zz * zz;
-        const ph_etd_v c1 = (-4.0 - zz + e * (4.0 - 3.0 * zz + zz * zz)) / z3;
-        const ph_etd_v c2 = (2.0 + zz + e * (-2.0 + zz)) / z3;
-        const ph_etd_v c3 = (-4.0 - 3.0 * zz - zz * zz + e * (4.0 - zz)) / z3;
-        const ph_etd_v cp = (e2 - 1.0) / (0.5 * zz);
-        const ph_etd_v row[PH_NCOEF] = {e,
-                                        e2,
-                                        0.5 * h * ph_etd_select(small, tp, cp),
-                                        h * ph_etd_select(small, t1, c1),
-                                        2.0 * h * ph_etd_select(small, t2, c2),
-                                        h * ph_etd_select(small, t3, c3)};
+        int n_small = 0;
+        for (int l = 0; l < 4; l++) n_small += small[l] != 0;
+        /* phi1(z/2), f1, f2, f3: each form only where some state needs it (slow states,
+         * most of them, need no division) */
+        ph_etd_v qp, q1, q2, q3;
+        if (n_small > 0) {
+            const ph_etd_v z2 = z * z, z4 = z2 * z2, z8 = z4 * z4;
+            qp = ph_poly14(CP, z, z2, z4, z8);
+            q1 = ph_poly14(C1, z, z2, z4, z8);
+            q2 = ph_poly14(C2, z, z2, z4, z8);
+            q3 = ph_poly14(C3, z, z2, z4, z8);
+        }
+        if (n_small < 4) {
+            const ph_etd_v zz = ph_etd_select(small, PH_ETD_SPLAT(-1.0), z); /* away from 0/0 */
+            const ph_etd_v z3 = zz * zz * zz;
+            const ph_etd_v c1 = (-4.0 - zz + e * (4.0 - 3.0 * zz + zz * zz)) / z3;
+            const ph_etd_v c2 = (2.0 + zz + e * (-2.0 + zz)) / z3;
+            const ph_etd_v c3 = (-4.0 - 3.0 * zz - zz * zz + e * (4.0 - zz)) / z3;
+            const ph_etd_v cp = (e2 - 1.0) / (0.5 * zz);
+            if (n_small > 0) {
+                qp = ph_etd_select(small, qp, cp);
+                q1 = ph_etd_select(small, q1, c1);
+                q2 = ph_etd_select(small, q2, c2);
+                q3 = ph_etd_select(small, q3, c3);
+            } else {
+                qp = cp, q1 = c1, q2 = c2, q3 = c3;
+            }
+        }
+        const ph_etd_v row[PH_NCOEF] = {e, e2, 0.5 * h * qp, h * q1, 2.0 * h * q2, h * q3};
         for (int r = 0; r < PH_NCOEF; r++)
             for (int l = 0; l < 4 && j0 + l < n; l++) c[r * stride + j0 + l] = row[r][l];
     }
