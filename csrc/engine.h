@@ -293,7 +293,7 @@ PH_CLONES static void ph_coarse_step(double *restrict y, const double *restrict 
     const double Hall = t - *tc;
     if (!(Hall > 0.0)) return;
     enum { NC = PH_NS - PH_NF };
-    double fa[PH_NFRC + 1], fb[PH_NFRC + 1], c[PH_NCOEF * NC];
+    double fa[PH_NFRC + 1], fb[PH_NFRC + 1];
     double f0[PH_NFRC + 1], fh[PH_NFRC + 1], f1[PH_NFRC + 1];
     /* least-squares line a + b s on [0, Hall]: b from the first moment about the middle */
     for (int k = 0; k < PH_NFRC; k++) {
@@ -304,20 +304,13 @@ PH_CLONES static void ph_coarse_step(double *restrict y, const double *restrict 
     /* substeps only when the elapsed time is well beyond the cap (long syncs) */
     const int m = Hall > 2.0 * hc ? (int)ceil(Hall / (2.0 * hc)) : 1;
     const double H = Hall / m;
-    { /* one set per distinct clearance (PH_CGROUP: a group's first state) */
-        double kg[NC], cg[PH_NCOEF * NC];
-        int ng = 0, slot[NC];
-        for (int j = 0; j < NC; j++)
-            if (PH_CGROUP[j] == j) {
-                slot[j] = ng;
-                kg[ng++] = d[PH_NF + j];
-            }
-        ph_etd_rows(kg, ng, H, cg, NC);
-        for (int j = 0; j < NC; j++)
-            for (int r = 0; r < PH_NCOEF; r++) c[r * NC + j] = cg[r * NC + slot[PH_CGROUP[j]]];
-    }
-    const double *E = c, *E2 = c + NC, *Q = c + 2 * NC;
-    const double *F1 = c + 3 * NC, *F2 = c + 4 * NC, *F3 = c + 5 * NC;
+    /* one set per distinct clearance: group g's rows in c[r * PH_NCGROUP + g], state j's
+     * group PH_CSLOT[j] */
+    double kg[PH_NCGROUP], c[PH_NCOEF * PH_NCGROUP];
+    for (int g = 0; g < PH_NCGROUP; g++) kg[g] = d[PH_NF + PH_CFIRST[g]];
+    ph_etd_rows(kg, PH_NCGROUP, H, c, PH_NCGROUP);
+    const double *E = c, *E2 = c + PH_NCGROUP, *Q = c + 2 * PH_NCGROUP;
+    const double *F1 = c + 3 * PH_NCGROUP, *F2 = c + 4 * PH_NCGROUP, *F3 = c + 5 * PH_NCGROUP;
     /* full-length vectors so the generated rate reads states at their own indices */
     double nu[PH_NS], na[PH_NS], nb[PH_NS], nc[PH_NS], a[PH_NS], s[PH_NS];
     double *yc = y + PH_NF;
@@ -328,16 +321,26 @@ PH_CLONES static void ph_coarse_step(double *restrict y, const double *restrict 
             f1[k] = fa[k] + fb[k] * ((q + 1) * H);
         }
         ph_rate_coarse(y, p, d, u, f0, nu);
-        for (int j = 0; j < NC; j++) a[PH_NF + j] = E2[j] * yc[j] + Q[j] * nu[PH_NF + j];
+        for (int j = 0; j < NC; j++) {
+            const int g = PH_CSLOT[j];
+            a[PH_NF + j] = E2[g] * yc[j] + Q[g] * nu[PH_NF + j];
+        }
         ph_rate_coarse(a, p, d, u, fh, na);
-        for (int j = 0; j < NC; j++) s[PH_NF + j] = E2[j] * yc[j] + Q[j] * na[PH_NF + j];
+        for (int j = 0; j < NC; j++) {
+            const int g = PH_CSLOT[j];
+            s[PH_NF + j] = E2[g] * yc[j] + Q[g] * na[PH_NF + j];
+        }
         ph_rate_coarse(s, p, d, u, fh, nb);
-        for (int j = 0; j < NC; j++)
-            s[PH_NF + j] = E2[j] * a[PH_NF + j] + Q[j] * (2.0 * nb[PH_NF + j] - nu[PH_NF + j]);
+        for (int j = 0; j < NC; j++) {
+            const int g = PH_CSLOT[j];
+            s[PH_NF + j] = E2[g] * a[PH_NF + j] + Q[g] * (2.0 * nb[PH_NF + j] - nu[PH_NF + j]);
+        }
         ph_rate_coarse(s, p, d, u, f1, nc);
-        for (int j = 0; j < NC; j++)
-            yc[j] = E[j] * yc[j] + F1[j] * nu[PH_NF + j]
-                    + F2[j] * (na[PH_NF + j] + nb[PH_NF + j]) + F3[j] * nc[PH_NF + j];
+        for (int j = 0; j < NC; j++) {
+            const int g = PH_CSLOT[j];
+            yc[j] = E[g] * yc[j] + F1[g] * nu[PH_NF + j] + F2[g] * (na[PH_NF + j] + nb[PH_NF + j])
+                    + F3[g] * nc[PH_NF + j];
+        }
     }
     for (int k = 0; k < 2 * PH_NFRC; k++) aux[k] = 0.0;
     if (PH_NCPL > 0 && slopes) {

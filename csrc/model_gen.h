@@ -1753,7 +1753,9 @@ static inline double ph_coarse_loss_bound(const double *restrict p) {
 }
 
 static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};
-static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 25, 25, 25};
+#define PH_NCGROUP 7
+static const int PH_CSLOT[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6};
+static const int PH_CFIRST[PH_NCGROUP] = {0, 1, 2, 3, 4, 5, 25};
 static const int PH_DRUG_FAST[PH_NI] = {0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0};
 
 #endif

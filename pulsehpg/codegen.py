@@ -683,8 +683,13 @@ def c_header() -> str:
     h.append(f"static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {{{cpl}}};")
     # coarse states with the same clearance share their ETD coefficients
     keys = [(s.clearance, s.slow) for s in model.STATES[L.n_fast:]]
-    group = ", ".join(str(keys.index(k)) for k in keys) or "0"
-    h.append(f"static const int PH_CGROUP[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {{{group}}};")
+    # (groups in order of their first state): each coarse state's group, each group's
+    # first state; the coarse step computes one coefficient set per group
+    firsts = sorted(set(keys.index(k) for k in keys))
+    h.append(f"#define PH_NCGROUP {max(len(firsts), 1)}")
+    slot = ", ".join(str(firsts.index(keys.index(k))) for k in keys) or "0"
+    h.append(f"static const int PH_CSLOT[PH_NS - PH_NF > 0 ? PH_NS - PH_NF : 1] = {{{slot}}};")
+    h.append(f"static const int PH_CFIRST[PH_NCGROUP] = {{{', '.join(map(str, firsts)) or '0'}}};")
     fast = ", ".join("1" if dr.fast else "0" for dr in model.DRUGS)
     h.append(f"static const int PH_DRUG_FAST[PH_NI] = {{{fast}}};")
     h.append("")
