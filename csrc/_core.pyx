@@ -59,9 +59,8 @@ cdef extern from "engine.h" nogil:
     double ph_uniform(uint64_t key, uint64_t *ctr) noexcept
 
 cdef extern from "lanes.h" nogil:
-    int ph_lanes_width() noexcept
-    int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
-                         int ns, double *out, int exact) noexcept
+    int ph_advance_range(const ph_cohort *c, int i0, int i1, double t1,
+                         const double *samples, int ns, double *out, int exact) noexcept
     int ph_lanes_set(int mode) noexcept
     int ph_lanes_get() noexcept
 
@@ -160,9 +159,13 @@ cdef class Engine:
 
         Returns the number of patients whose state became non-finite.
         """
-        cdef Py_ssize_t g, i
-        cdef int width = ph_lanes_width()
-        cdef Py_ssize_t groups = self.n // width  # the rest goes one patient at a time
+        cdef Py_ssize_t g
+        # ranges of patients, each on one thread's lanes: one range on one thread, else
+        # four per thread (at most 256 patients) to share the work out
+        cdef Py_ssize_t size = self.n if threads <= 1 else (self.n + 4 * threads - 1) // (4 * threads)
+        if size > 256:
+            size = 256
+        cdef Py_ssize_t ranges = (self.n + size - 1) // size if size > 0 else 0
         cdef int ns = samples.shape[0]
         cdef int bad = 0
         cdef const double *sp = &samples[0] if ns > 0 else NULL
@@ -178,14 +181,9 @@ cdef class Engine:
         self.c.obs = &obs[0] if n_obs > 0 else NULL
         self.c.n_obs = n_obs
         with nogil:
-            for g in prange(groups + self.n % width, num_threads=threads, schedule="dynamic"):
-                if g < groups:
-                    bad += ph_advance_block(&self.c, <int>(g * width), t1, sp, ns, o0, exact)
-                else:
-                    i = groups * width + (g - groups)
-                    if ph_advance_one(&self.c, <int>i, t1, sp, ns,
-                                      o0 + i * ns * n_obs if o0 != NULL else NULL, exact) != 0:
-                        bad += 1
+            for g in prange(ranges, num_threads=threads, schedule="dynamic"):
+                bad += ph_advance_range(&self.c, <int>(g * size), <int>min(self.n, (g + 1) * size),
+                                        t1, sp, ns, o0, exact)
         self.c.sample_coarse = 1
         self.c.obs = NULL
         self.c.n_obs = 0

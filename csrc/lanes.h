@@ -20,7 +20,13 @@
 #define PULSEHPG_LANES_H
 #include "engine.h"
 
-#define PH_MAX_LANES 8
+/* 1 if patient i has a non-finite state */
+static inline int ph_nonfinite(const ph_cohort *c, int i) {
+    const double *y = c->y + (size_t)i * PH_NS;
+    for (int j = 0; j < PH_NS; j++)
+        if (!isfinite(y[j])) return 1;
+    return 0;
+}
 
 typedef struct {
     int i;          /* patient */
@@ -32,6 +38,7 @@ typedef struct {
     int nodrug;     /* decided when the interval starts, as in ph_integrate */
     int last;       /* the step being taken is cut short to te */
     int level;      /* its ladder level, or -1 for a cut step (own coefficients) */
+    double *out;    /* the patient's sample rows (ns x n_obs), or NULL */
     double t, te, h, hl;
     double hc;      /* largest coarse step (ph_coarse_cap: parameters are fixed within a call) */
     const double *coef;
@@ -226,39 +233,23 @@ static inline int ph_lanes_set(int mode) {
 
 static inline int ph_lanes_get(void) { return ph_lanes_mode; }
 
-/* Patients in a group of the current mode (one at a time: groups of four). */
-static inline int ph_lanes_width(void) { return ph_lanes_mode == 3 ? 8 : 4; }
-
-/* Advance the patients idx[0..ph_lanes_width()) to t1 (as ph_advance_one does each;
- * outs[l]: patient idx[l]'s sample rows). Returns how many of them have a non-finite
- * state. */
-static inline int ph_advance_group(const ph_cohort *c, const int *idx, double t1,
-                                   const double *samples, int ns, double *const *outs,
-                                   int exact) {
+/* Advance the patients [i0, i1) to t1, as ph_advance_one does each (out: the cohort's
+ * sample rows, n x ns x n_obs, or NULL), on the lanes of the current mode. Returns how
+ * many of them have a non-finite state. */
+static inline int ph_advance_range(const ph_cohort *c, int i0, int i1, double t1,
+                                   const double *samples, int ns, double *out, int exact) {
 #if PH_HAVE_LANES
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (ph_lanes_mode == 3) return ph_lanes_avx512_run(c, idx, t1, samples, ns, outs, exact);
-    if (ph_lanes_mode == 2) return ph_lanes_avx2_run(c, idx, t1, samples, ns, outs, exact);
+    if (ph_lanes_mode == 3) return ph_lanes_avx512_run(c, i0, i1, t1, samples, ns, out, exact);
+    if (ph_lanes_mode == 2) return ph_lanes_avx2_run(c, i0, i1, t1, samples, ns, out, exact);
 #endif
-    if (ph_lanes_mode == 1) return ph_lanes_base_run(c, idx, t1, samples, ns, outs, exact);
+    if (ph_lanes_mode == 1) return ph_lanes_base_run(c, i0, i1, t1, samples, ns, out, exact);
 #endif
     int bad = 0;
-    for (int l = 0; l < ph_lanes_width(); l++)
-        bad += ph_advance_one(c, idx[l], t1, samples, ns, outs[l], exact) != 0;
+    for (int i = i0; i < i1; i++)
+        bad += ph_advance_one(c, i, t1, samples, ns,
+                              out ? out + (size_t)i * ns * c->n_obs : NULL, exact) != 0;
     return bad;
-}
-
-/* Patients i0..i0+ph_lanes_width()-1 of a cohort whose sample rows are out (n x ns x
- * n_obs, or NULL). */
-static inline int ph_advance_block(const ph_cohort *c, int i0, double t1, const double *samples,
-                                   int ns, double *out, int exact) {
-    int idx[PH_MAX_LANES];
-    double *outs[PH_MAX_LANES];
-    for (int l = 0; l < ph_lanes_width(); l++) {
-        idx[l] = i0 + l;
-        outs[l] = out ? out + (size_t)(i0 + l) * ns * c->n_obs : NULL;
-    }
-    return ph_advance_group(c, idx, t1, samples, ns, outs, exact);
 }
 
 #endif

@@ -112,32 +112,43 @@ static inline void PH_LANES_NAME(_load)(const ph_cohort *c, const ph_lane *L, in
     for (int k = 0; k < 2 * PH_NFRC; k++) acc[k][l] = as[k];
 }
 
-/* ph_advance_one for the PH_W patients idx[0..PH_W) (outs[l]: patient idx[l]'s sample rows);
- * returns how many of them have a non-finite state. */
-static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
-                                const double *samples, int ns, double *const *outs,
-                                int exact) {
+/* Give lane l patient i (its parameters, inputs and ladder coefficients into element l)
+ * and plan its first interval; returns whether it has one. */
+static inline int PH_LANES_NAME(_assign)(const ph_cohort *c, ph_lane *L, int l, int i,
+                                         PH_VD *pT, PH_VD *dT, PH_VD *uT,
+                                         PH_VD (*et)[PH_NCOEF][PH_NF],
+                                         PH_LANES_NAME(_cache) *cc, double t1,
+                                         const double *samples, int ns, double *out, int exact) {
+    for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];
+    for (int k = 0; k < PH_ND; k++) dT[k][l] = c->d[(size_t)i * PH_ND + k];
+    for (int k = 0; k < PH_NI; k++) uT[k][l] = c->u[(size_t)i * PH_NI + k];
+    const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
+    for (int v = 0; v < c->n_levels; v++)
+        for (int r = 0; r < PH_NCOEF; r++)
+            for (int j = 0; j < PH_NF; j++)
+                et[v][r][j][l] = etab[((size_t)v * PH_NCOEF + r) * PH_NF + j];
+    cc->level[l] = -1; /* its coefficient rows are not written yet */
+    cc->n[l] = 0;
+    L->i = i;
+    L->out = out ? out + (size_t)i * ns * c->n_obs : NULL;
+    L->hc = ph_coarse_cap(c, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND);
+    L->k = 0;
+    L->t = c->tp[i];
+    return ph_lane_plan(c, L, t1, samples, ns, L->out, exact);
+}
+
+/* ph_advance_one for the patients [i0, i1) (out: the cohort's sample rows, n x ns x n_obs,
+ * or NULL): PH_W at a time, each lane taking the next patient as soon as its patient is
+ * done, so that the lanes step together until the range runs out. Returns how many of
+ * them have a non-finite state. */
+static int PH_LANES_NAME(_run)(const ph_cohort *c, int i0, int i1, double t1,
+                                const double *samples, int ns, double *out, int exact) {
     ph_lane lanes[PH_W];
     PH_VD pT[PH_NP], dT[PH_ND], uT[PH_NI];
     PH_VD et[c->n_levels][PH_NCOEF][PH_NF]; /* the lanes' ladder coefficients, transposed */
     PH_LANES_NAME(_cache) cc;
-    for (int l = 0; l < PH_W; l++) cc.level[l] = -1, cc.n[l] = 0; /* nothing written yet */
-    for (int l = 0; l < PH_W; l++) {
-        const int i = idx[l];
-        for (int k = 0; k < PH_NP; k++) pT[k][l] = c->p[(size_t)i * PH_NP + k];
-        for (int k = 0; k < PH_ND; k++) dT[k][l] = c->d[(size_t)i * PH_ND + k];
-        for (int k = 0; k < PH_NI; k++) uT[k][l] = c->u[(size_t)i * PH_NI + k];
-        const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
-        for (int v = 0; v < c->n_levels; v++)
-            for (int r = 0; r < PH_NCOEF; r++)
-                for (int j = 0; j < PH_NF; j++)
-                    et[v][r][j][l] = etab[((size_t)v * PH_NCOEF + r) * PH_NF + j];
-        lanes[l].i = i;
-        lanes[l].hc = ph_coarse_cap(c, c->p + (size_t)i * PH_NP, c->d + (size_t)i * PH_ND);
-        lanes[l].k = 0;
-        lanes[l].t = c->tp[i];
-        lanes[l].active = ph_lane_plan(c, &lanes[l], t1, samples, ns, outs[l], exact);
-    }
+    for (int l = 0; l < PH_W; l++) lanes[l].active = 0, lanes[l].i = -1;
+    int next = i0, bad = 0;
     /* the lanes' fast states and forcing integrals; held[l]: lane l's are here, not (yet)
      * in its patient's memory, which scalar code reads and writes */
     PH_VD Y[PH_NF], ACC[2 * PH_NFRC];
@@ -151,9 +162,17 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
         int stepping = 0, nodrug = 0;
         for (int l = 0; l < PH_W; l++) {
             ph_lane *L = &lanes[l];
-            while (L->active && !ph_lane_step_setup(c, L)) {
-                PH_TO_MEMORY(l);
-                L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+            for (;;) {
+                while (L->active && !ph_lane_step_setup(c, L)) {
+                    PH_TO_MEMORY(l);
+                    L->active = ph_lane_finish(c, L, t1, samples, ns, L->out, exact);
+                    if (!L->active) bad += ph_nonfinite(c, L->i);
+                }
+                if (L->active || next >= i1) break;
+                const int i = next++;
+                L->active = PH_LANES_NAME(_assign)(c, L, l, i, pT, dT, uT, et, &cc, t1, samples,
+                                                   ns, out, exact);
+                if (!L->active) bad += ph_nonfinite(c, i);
             }
             if (L->active) {
                 stepping++;
@@ -191,20 +210,11 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, const int *idx, double t1,
             }
             if (!ph_lane_goes_on(L)) {
                 PH_TO_MEMORY(l);
-                L->active = ph_lane_finish(c, L, t1, samples, ns, outs[l], exact);
+                L->active = ph_lane_finish(c, L, t1, samples, ns, L->out, exact);
+                if (!L->active) bad += ph_nonfinite(c, L->i);
             }
         }
     }
-    for (int l = 0; l < PH_W; l++) PH_TO_MEMORY(l);
 #undef PH_TO_MEMORY
-    int bad = 0;
-    for (int l = 0; l < PH_W; l++) {
-        const double *y = c->y + (size_t)idx[l] * PH_NS;
-        for (int j = 0; j < PH_NS; j++)
-            if (!isfinite(y[j])) {
-                bad++;
-                break;
-            }
-    }
     return bad;
 }

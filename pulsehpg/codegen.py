@@ -681,10 +681,10 @@ def c_header() -> str:
        + [f"return ({em.emit(model.COARSE_LOSS_BOUND)}) * p[{L.params.index('accel')}];"])
     cpl = ", ".join(str(L.state_index(st)) for st in L.coupled) or "-1"
     h.append(f"static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {{{cpl}}};")
-    # coarse states with the same clearance share their ETD coefficients
+    # coarse states with the same clearance share their ETD coefficients (the coarse step
+    # computes one set per group): each coarse state's group, numbered in the order of the
+    # groups' first states, and each group's first state
     keys = [(s.clearance, s.slow) for s in model.STATES[L.n_fast:]]
-    # (groups in order of their first state): each coarse state's group, each group's
-    # first state; the coarse step computes one coefficient set per group
     firsts = sorted(set(keys.index(k) for k in keys))
     h.append(f"#define PH_NCGROUP {max(len(firsts), 1)}")
     slot = ", ".join(str(firsts.index(keys.index(k))) for k in keys) or "0"
