@@ -59,6 +59,7 @@ cdef extern from "engine.h" nogil:
     double ph_uniform(uint64_t key, uint64_t *ctr) noexcept
 
 cdef extern from "lanes.h" nogil:
+    int ph_lanes_width() noexcept
     int ph_advance_range(const ph_cohort *c, int i0, int i1, double t1,
                          const double *samples, int ns, double *out, int exact) noexcept
     int ph_lanes_set(int mode) noexcept
@@ -161,10 +162,14 @@ cdef class Engine:
         """
         cdef Py_ssize_t g
         # ranges of patients, each on one thread's lanes: one range on one thread, else
-        # four per thread (at most 256 patients) to share the work out
+        # about four per thread (at most 256 patients) to share the work out; whole
+        # multiples of the lanes, as a range's last patients short of a full set of lanes
+        # go one at a time
+        cdef Py_ssize_t w = ph_lanes_width()
         cdef Py_ssize_t size = self.n if threads <= 1 else (self.n + 4 * threads - 1) // (4 * threads)
         if size > 256:
             size = 256
+        size = (size + w - 1) // w * w
         cdef Py_ssize_t ranges = (self.n + size - 1) // size if size > 0 else 0
         cdef int ns = samples.shape[0]
         cdef int bad = 0

@@ -577,18 +577,19 @@ static inline void ph_apply_event(const ph_cohort *c, int i, double t, int kind,
 }
 
 /* Advance patient i from its own time to t1, writing observables at the sample times
- * (ascending, within (t0, t1]) into out (ns x n_obs: the observables c->obs). Only the
- * patient's own events (GnRH pulses, pump boluses) split its integration; samples are read
- * off a copy (ph_sample) and the end is reached with stop_short unless exact is set.
- * Returns 0, or -1 if a state became non-finite. */
-static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,
-                                 int ns, double *out, int exact) {
+ * (ascending, within (t0, t1]) into out (ns x n_obs: the observables c->obs), from sample
+ * k on (the earlier ones are taken). Only the patient's own events (GnRH pulses, pump
+ * boluses) split its integration; samples are read off a copy (ph_sample) and the end is
+ * reached with stop_short unless exact is set. It may start anywhere on the patient's
+ * ladder: the steps depend on the time since the last fast event, not on where a call
+ * starts. Returns 0, or -1 if a state became non-finite. */
+static inline int ph_advance_from(const ph_cohort *c, int i, double t1, const double *samples,
+                                  int k, int ns, double *out, int exact) {
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     double *aux = c->aux + (size_t)i * PH_NAUX;
     double t = c->tp[i];
-    int k = 0;
     /* events due exactly at the previous end (left by the previous call) fire first */
     for (;;) {
         double te;
@@ -623,6 +624,11 @@ static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const dou
     for (int j = 0; j < PH_NS; j++)
         if (!isfinite(y[j])) return -1;
     return 0;
+}
+
+static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,
+                                 int ns, double *out, int exact) {
+    return ph_advance_from(c, i, t1, samples, 0, ns, out, exact);
 }
 
 #endif

@@ -233,6 +233,11 @@ static inline int ph_lanes_set(int mode) {
 
 static inline int ph_lanes_get(void) { return ph_lanes_mode; }
 
+/* Patients stepped together in the current mode. */
+static inline int ph_lanes_width(void) {
+    return ph_lanes_mode == 3 ? 8 : ph_lanes_mode > 0 ? 4 : 1;
+}
+
 /* Advance the patients [i0, i1) to t1, as ph_advance_one does each (out: the cohort's
  * sample rows, n x ns x n_obs, or NULL), on the lanes of the current mode. Returns how
  * many of them have a non-finite state. */

@@ -139,8 +139,8 @@ static inline int PH_LANES_NAME(_assign)(const ph_cohort *c, ph_lane *L, int l, 
 
 /* ph_advance_one for the patients [i0, i1) (out: the cohort's sample rows, n x ns x n_obs,
  * or NULL): PH_W at a time, each lane taking the next patient as soon as its patient is
- * done, so that the lanes step together until the range runs out. Returns how many of
- * them have a non-finite state. */
+ * done, so that the lanes step together until the range runs out; the last ones go on
+ * one at a time. Returns how many of them have a non-finite state. */
 static int PH_LANES_NAME(_run)(const ph_cohort *c, int i0, int i1, double t1,
                                 const double *samples, int ns, double *out, int exact) {
     ph_lane lanes[PH_W];
@@ -180,6 +180,19 @@ static int PH_LANES_NAME(_run)(const ph_cohort *c, int i0, int i1, double t1,
             }
         }
         if (!stepping) break;
+        if (stepping < PH_W && next >= i1) {
+            /* the range's last patients: each goes on alone from where it is (on its
+             * ladder, before its next step), as partly filled lanes step one by one */
+            for (int l = 0; l < PH_W; l++) {
+                ph_lane *L = &lanes[l];
+                if (!L->active) continue;
+                PH_TO_MEMORY(l);
+                c->tp[L->i] = L->t;
+                bad += ph_advance_from(c, L->i, t1, samples, L->k, ns, L->out, exact) != 0;
+                L->active = 0;
+            }
+            break;
+        }
         const int vector = stepping == PH_W && (nodrug == PH_W || nodrug == 0);
         if (vector) {
             for (int l = 0; l < PH_W; l++)
