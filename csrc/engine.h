@@ -505,17 +505,15 @@ static inline void ph_fire_pulse(const ph_cohort *c, int i, double t) {
     double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    double g[5];
+    double g[7];
     ph_pulse_law(y, p, d, g);
     /* deterministic: a regular train (g[4]), so pulse times never carry integration error */
     double interval = c->deterministic ? g[4] : g[0], mass = g[1];
     if (!c->deterministic) {
         const double shape = g[2], cv = g[3];
         interval *= ph_gamma(c->key[i], &c->ctr[i], shape) / shape;
-        if (cv > 0.0) {
-            const double sig2 = log(1.0 + cv * cv);
-            mass *= exp(sqrt(sig2) * ph_normal(c->key[i], &c->ctr[i]) - 0.5 * sig2);
-        }
+        if (cv > 0.0) /* log-normal with mean 1: sigma^2 = log(1 + cv^2) in g[5], sigma in g[6] */
+            mass *= exp(g[6] * ph_normal(c->key[i], &c->ctr[i]) - 0.5 * g[5]);
     }
     if (mass > 0.0) ph_apply_pulse(y, p, d, mass);
     c->since[i] = 0.0;
@@ -528,7 +526,7 @@ static inline void ph_first_pulse(const ph_cohort *c, int i, double t) {
     const double *y = c->y + (size_t)i * PH_NS;
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
-    double g[5];
+    double g[7];
     ph_pulse_law(y, p, d, g);
     double phase = c->deterministic ? 0.5 : ph_uniform(c->key[i], &c->ctr[i]);
     double interval = c->deterministic ? g[4] : g[0];

@@ -6,7 +6,7 @@
 #define PH_NS 59  /* states */
 #define PH_NP 138  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 127  /* derived: clearances, then param-only quantities */
+#define PH_ND 129  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 #define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
@@ -219,6 +219,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double I_min = p[1];
     const double I_gain = p[2];
     const double M_max = p[4];
+    const double M_cv = p[7];
     const double w_E = p[8];
     const double met_mass = p[10];
     const double met_int = p[11];
@@ -435,14 +436,18 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[121] = _k58;
     const double _k59 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
     d[122] = _k59;
-    const double _k60 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k60 = log((1.0 + (M_cv * M_cv)));
     d[123] = _k60;
-    const double _k61 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k61 = sqrt(log((1.0 + (M_cv * M_cv))));
     d[124] = _k61;
-    const double _k62 = (c_sp * k_epi);
+    const double _k62 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[125] = _k62;
-    const double _k63 = (1.0 / k_st);
+    const double _k63 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[126] = _k63;
+    const double _k64 = (c_sp * k_epi);
+    d[127] = _k64;
+    const double _k65 = (1.0 / k_st);
+    d[128] = _k65;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = (k_rec);
     d[2] = ((1.0 / tau_s));
@@ -1610,6 +1615,8 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k57 = d[120];
     const double _k58 = d[121];
     const double _k59 = d[122];
+    const double _k60 = d[123];
+    const double _k61 = d[124];
     const double Ts = y[12];
     const double E2 = y[13];
     const double Clo = y[26];
@@ -1626,6 +1633,8 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     g[2] = I_shape;
     g[3] = M_cv;
     g[4] = _k59;
+    g[5] = _k60;
+    g[6] = _k61;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -1643,10 +1652,10 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k1 = d[64];
     const double _k2 = d[65];
     const double _k3 = d[66];
-    const double _k60 = d[123];
-    const double _k61 = d[124];
     const double _k62 = d[125];
     const double _k63 = d[126];
+    const double _k64 = d[127];
+    const double _k65 = d[128];
     const double Ra = y[1];
     const double LHa = y[5];
     const double LHb = y[6];
@@ -1671,8 +1680,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k60;
-    const double nV = _k61;
+    const double shbg_m = _k62;
+    const double nV = _k63;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -1682,7 +1691,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k62 * ep2) * _k63);
+    o[7] = ((_k64 * ep2) * _k65);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;

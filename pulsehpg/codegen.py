@@ -149,8 +149,11 @@ def _build_layout() -> Layout:
     dynamic = [model.Var(v.name, hoist(v.expr), v.meaning) for v in dynamic]
     rates = tuple(hoist(s.rate) for s in model.STATES)
     pg = model.PULSE
+    # then the log-normal mass's sigma^2 and sigma, log(1 + CV^2) and its root: parameter
+    # only, so computed once per patient instead of at every pulse
+    sig2 = f"log(1.0 + ({pg.mass_cv}) * ({pg.mass_cv}))"
     pulse = tuple(hoist(e) for e in (pg.interval_mean, pg.mass_mean, pg.interval_shape,
-                                      pg.mass_cv, pg.interval_regular))
+                                      pg.mass_cv, pg.interval_regular, sig2, f"sqrt({sig2})"))
     output_vars = tuple(model.Var(v.name, hoist(v.expr), v.meaning) for v in model.OUTPUT_VARS)
     output_exprs = tuple(hoist(o.expr) for o in model.OUTPUTS)
     derived += [model.Var(name, src, "parameter-only part of an expression")
@@ -504,7 +507,8 @@ def _body(lang: str) -> dict[str, list[str]]:
         lines.append(f"r[{i}] = ({em.emit(L.coarse_rates[i - nf])}){_slow_factor(s)}{end}")
     out["rate_coarse"] = lines
 
-    # pulse generator: mean interval and mass, shape and CV
+    # pulse generator: mean interval and mass, shape and CV, regular interval, mass sigma^2
+    # and sigma
     pg = model.PULSE
     exprs = list(L.pulse)
     used, needed = closure(exprs, L.dynamic)

@@ -64,11 +64,12 @@ NI = len(LAYOUT.inputs)
 NO = len(LAYOUT.outputs)
 ND = LAYOUT.n_derived
 _GNRH_ON = LAYOUT.param_index(BY_NAME["hypothalamus.gnrh_present"].sym)
-# pulse_law fills: mean interval, mean mass, interval shape, mass CV, regular interval
+# pulse_law fills: mean interval, mean mass, interval shape, mass CV, regular interval,
+# the mass's log-normal sigma^2 and sigma (the stochastic draws; unused here)
 _N_PULSE = len(LAYOUT.pulse)
 _MASS, _REGULAR_INTERVAL = 1, 4
-if _N_PULSE != 5:
-    raise ImportError(f"pulsehpg.reference: pulse_law now fills {_N_PULSE} values, not 5; "
+if _N_PULSE != 7:
+    raise ImportError(f"pulsehpg.reference: pulse_law now fills {_N_PULSE} values, not 7; "
                       "update the reference to the model's pulse generator")
 # Natural magnitude of each state (the model's starting guess; 0 for drug compartments).
 _STATE_SCALE = np.array([abs(s.init) for s in model.STATES])
