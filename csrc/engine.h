@@ -30,7 +30,7 @@
  * caller applies to it) cut a step short, so its trajectory does not depend on
  * which other patients share the cohort. No Python, no allocation: callable
  * without the GIL from many threads, one patient per call. lanes.h runs this same loop
- * for four patients at once, with their steps on the four lanes of a vector register.
+ * for four or eight patients at once, with their steps on the lanes of a vector register.
  */
 #ifndef PULSEHPG_ENGINE_H
 #define PULSEHPG_ENGINE_H

@@ -9,7 +9,8 @@
  * steps. Events, coarse steps, samples and cut-step coefficients stay scalar. A lane's
  * fast states and forcing integrals stay in the vectors from step to step; they go back
  * to the patient's memory only when scalar code needs them (an event, a sample, a coarse
- * or scalar step, the end).
+ * or scalar step, the end). A lane whose patient is done takes the next patient of its
+ * range; when fewer patients are left than lanes, each goes on alone (ph_advance_from).
  *
  * The lane step is compiled three times (lanes_impl.h): four lanes on the baseline
  * instruction set (SSE2 on x86-64: two doubles per instruction) and, on x86-64, four

@@ -155,7 +155,7 @@ def test_patient_subset_in_any_order(cohort_of_50):
 
 def _mixed(patients, n=9):
     """Patients of one cohort treated differently: some with a drug, one on a pump, the
-    rest untreated, so that the core's lanes of four patients mix modes (csrc/lanes.h)."""
+    rest untreated, so that the core's lanes of patients mix modes (csrc/lanes.h)."""
     ids = list(range(n)) if patients is None else patients
     c = Cohort(seed=5, patients=ids)
     c.record(every="37 min")
@@ -184,7 +184,8 @@ def test_patients_treated_differently_equal_themselves_alone():
 
 @pytest.mark.parametrize("mode", ["baseline", "avx2", "avx512"])
 def test_lanes_of_patients_equal_one_at_a_time(mode):
-    """The core steps groups of four or eight patients on vector lanes (csrc/lanes.h): on
+    """The core steps four or eight patients at a time on vector lanes (csrc/lanes.h), a
+    lane taking the next patient when its own is done and the last few going on alone: on
     every instruction set every patient comes out as when stepped alone, bit for bit."""
     from pulsehpg import _core
 
