@@ -408,15 +408,15 @@ static inline void ph_cut_coeffs(const double *d, double h, int nodrug, double *
  * would overshoot t1 is not taken, so the patient stops on its own ladder at or before
  * t1: integrating t0 -> t1 -> t2 this way takes exactly the steps of t0 -> t2, and a
  * patient's trajectory does not depend on the times at which the cohort is stopped for
- * other patients' events, visits or samples. */
+ * other patients' events, visits or samples. hc: the patient's largest coarse step
+ * (ph_coarse_cap). */
 PH_CLONES static double ph_integrate(const ph_cohort *c, int i, double *restrict y,
                                      double *since, double *restrict aux, double *tc, double t,
-                                     double t1, int stop_short, long *steps) {
+                                     double t1, int stop_short, long *steps, double hc) {
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
     const double *etab = c->etab + (size_t)i * c->n_levels * PH_NCOEF * PH_NF;
-    const double hc = ph_coarse_cap(c, p, d);
     /* doses and input changes happen between calls: decided once per call */
     const int nodrug = ph_drugs_off(y, u);
     double own[PH_NCOEF * PH_NF];
@@ -453,15 +453,15 @@ PH_CLONES static double ph_integrate(const ph_cohort *c, int i, double *restrict
 static inline void ph_sync(const ph_cohort *c, int i, double t) {
     double *y = c->y + (size_t)i * PH_NS;
     double *aux = c->aux + (size_t)i * PH_NAUX;
+    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
+    const double hc = ph_coarse_cap(c, p, d);
     if (c->tp[i] < t) {
         c->tp[i] = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], c->tp[i], t, 0,
-                                &c->n_steps[i]);
+                                &c->n_steps[i], hc);
     }
     if (c->tp[i] < t) c->tp[i] = t;
     /* the coarse step must not run on inputs or parameters changed at t */
-    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
-    ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], c->tp[i],
-              ph_coarse_cap(c, p, d));
+    ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], c->tp[i], hc);
 }
 
 /* Patient i's state at time t >= its own time, in ys, leaving its trajectory untouched.
@@ -475,12 +475,12 @@ static inline void ph_peek(const ph_cohort *c, int i, double t, double *ys, int 
     for (int j = 0; j < PH_NAUX; j++) aux[j] = c->aux[(size_t)i * PH_NAUX + j];
     double since = c->since[i], tc = c->tc[i];
     long steps = 0;
-    double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps);
+    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
+    const double hc = ph_coarse_cap(c, p, d);
+    double te = ph_integrate(c, i, ys, &since, aux, &tc, c->tp[i], t, 0, &steps, hc);
     if (te < t) te = t;
     if (!coarse) return;
-    const double *p = c->p + (size_t)i * PH_NP, *d = c->d + (size_t)i * PH_ND;
-    ph_coarse_step(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, ph_coarse_cap(c, p, d),
-                   0);
+    ph_coarse_step(ys, p, d, c->u + (size_t)i * PH_NI, aux, &tc, te, hc, 0);
 }
 
 /* Observables of patient i at time t (see ph_peek; without coarse, the observables that
@@ -587,6 +587,7 @@ static inline int ph_advance_from(const ph_cohort *c, int i, double t1, const do
     const double *p = c->p + (size_t)i * PH_NP;
     const double *d = c->d + (size_t)i * PH_ND;
     double *aux = c->aux + (size_t)i * PH_NAUX;
+    const double hc = ph_coarse_cap(c, p, d); /* parameters are fixed within a call */
     double t = c->tp[i];
     /* events due exactly at the previous end (left by the previous call) fire first */
     for (;;) {
@@ -596,7 +597,8 @@ static inline int ph_advance_from(const ph_cohort *c, int i, double t1, const do
         if (kind == 1) {
             /* the trajectory goes on its own ladder; the sample is read off a copy */
             if (te > t)
-                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i],
+                                 hc);
             c->tp[i] = t;
             ph_sample(c, i, te, out + (size_t)k * c->n_obs);
             k++;
@@ -604,17 +606,18 @@ static inline int ph_advance_from(const ph_cohort *c, int i, double t1, const do
         }
         if (kind == 0 && !exact) {
             if (te > t)
-                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i]);
+                t = ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 1, &c->n_steps[i],
+                                 hc);
             c->tp[i] = t;
             break;
         }
-        if (te > t) ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 0, &c->n_steps[i]);
+        if (te > t)
+            ph_integrate(c, i, y, &c->since[i], aux, &c->tc[i], t, te, 0, &c->n_steps[i], hc);
         if (te > t) t = te;
         c->tp[i] = t;
         if (kind == 0) {
             /* an exact end is the patient's own stop (before a change of parameters) */
-            ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], t,
-                      ph_coarse_cap(c, p, d));
+            ph_coarse(y, p, d, c->u + (size_t)i * PH_NI, aux, &c->tc[i], t, hc);
             break;
         }
         ph_apply_event(c, i, t, kind, which);
