@@ -146,6 +146,20 @@ def test_threads_do_not_change_trajectories(cohort_of_50):
     np.testing.assert_array_equal(y2, y)
 
 
+@pytest.mark.parametrize("n", [1, 9, 17, 70])
+def test_every_patient_is_advanced_on_any_number_of_threads(n):
+    """The core splits a cohort into ranges of whole lane widths, one thread each: every
+    patient of every range (and of the short last one) comes out as on one thread, and
+    the states differ from the start, so no patient is left behind."""
+    obs, y = _course(patients=list(range(n)))
+    for threads in (2, 3):
+        obs_t, y_t = _course(patients=list(range(n)), threads=threads)
+        np.testing.assert_array_equal(obs_t, obs)
+        np.testing.assert_array_equal(y_t, y)
+    start = Cohort(seed=7, patients=list(range(n))).state
+    assert np.all(np.any(y != start, axis=1))
+
+
 def test_patient_subset_in_any_order(cohort_of_50):
     obs, _ = cohort_of_50
     obs_sub, _ = _course(patients=[33, 4])
