@@ -166,7 +166,9 @@ cdef class Engine:
         # multiples of the lanes, as a range's last patients short of a full set of lanes
         # go one at a time
         cdef Py_ssize_t w = ph_lanes_width()
-        cdef Py_ssize_t size = self.n if threads <= 1 else (self.n + 4 * threads - 1) // (4 * threads)
+        cdef Py_ssize_t size = self.n
+        if threads > 1:
+            size = (self.n + 4 * threads - 1) // (4 * threads)
         if size > 256:
             size = 256
         size = (size + w - 1) // w * w
