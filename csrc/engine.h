@@ -574,6 +574,14 @@ static inline void ph_apply_event(const ph_cohort *c, int i, double t, int kind,
     c->pump_next[(size_t)i * PH_NI + which] += c->pump_interval[(size_t)i * PH_NI + which];
 }
 
+/* 1 if patient i has a non-finite state */
+static inline int ph_nonfinite(const ph_cohort *c, int i) {
+    const double *y = c->y + (size_t)i * PH_NS;
+    for (int j = 0; j < PH_NS; j++)
+        if (!isfinite(y[j])) return 1;
+    return 0;
+}
+
 /* Advance patient i from its own time to t1, writing observables at the sample times
  * (ascending, within (t0, t1]) into out (ns x n_obs: the observables c->obs), from sample
  * k on (the earlier ones are taken). Only the patient's own events (GnRH pulses, pump
@@ -622,9 +630,7 @@ static inline int ph_advance_from(const ph_cohort *c, int i, double t1, const do
         }
         ph_apply_event(c, i, t, kind, which);
     }
-    for (int j = 0; j < PH_NS; j++)
-        if (!isfinite(y[j])) return -1;
-    return 0;
+    return ph_nonfinite(c, i) ? -1 : 0;
 }
 
 static inline int ph_advance_one(const ph_cohort *c, int i, double t1, const double *samples,

@@ -21,14 +21,6 @@
 #define PULSEHPG_LANES_H
 #include "engine.h"
 
-/* 1 if patient i has a non-finite state */
-static inline int ph_nonfinite(const ph_cohort *c, int i) {
-    const double *y = c->y + (size_t)i * PH_NS;
-    for (int j = 0; j < PH_NS; j++)
-        if (!isfinite(y[j])) return 1;
-    return 0;
-}
-
 typedef struct {
     int i;          /* patient */
     int active;     /* 1 while the patient has not reached the end of this call */
