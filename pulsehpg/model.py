@@ -16,7 +16,7 @@ Conventions
   steady state unchanged). ``accel`` is 1 during every simulation.
 * ``coarse`` states (listed last) vary over hours to months and act on the
   pulse-scale dynamics only through slowly varying values: the core steps them on
-  coarse steps (about 2 h) driven by their fast inputs' exact time averages and
+  coarse steps (4 h by default) driven by their fast inputs' exact time averages and
   trends over each step, and lets the pulse-scale states see them extrapolated
   linearly. Fast inputs must enter coarse rates linearly (as factors or terms, not
   inside a division or a function). States that feed back into the pulse-scale
