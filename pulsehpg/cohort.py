@@ -41,7 +41,7 @@ class Numerics:
         preset            h0       growth  levels  largest step  steps/day  worst error
         default           1/60 h   1       4       8 min         250        6e-3
         (intermediate)    1/240 h  1       4       2 min         820        1.3e-4
-        accurate()        1/480 h  0.25    5       2 min         1000       2.5e-5
+        accurate()        1/480 h  0.25    5       2 min         1000       2.8e-5
         (finer)           1/960 h  0.25    5       1 min         1730       1e-5
 
     The default keeps a healthy patient's observables within about 1e-4 (at most
@@ -56,10 +56,10 @@ class Numerics:
     and spermatogonial pools, motility, inhibin B) take one step every
     ``coarse_step`` hours, driven by their fast inputs integrated over the fast
     steps (csrc/engine.h). At 4 h they leave the default's errors as they are;
-    accurate()'s worst case stays in CHH on a GnRH pump (2.8e-5, FSH through inhibin B,
-    against 2.3e-5 at 2 h, where motility switching on from zero led), and the step
-    adds at most 9e-6 elsewhere (FSH on testosterone; 2 h: 2.4e-6). Every 4 h instead of
-    every 2 h makes cohorts about 6 % cheaper (benchmarks/README.md).
+    accurate()'s worst case is CHH on a GnRH pump, 2.8e-5 (FSH, through inhibin B; at
+    2 h it was 2.4e-5, motility switching on from zero in CHH on hCG and FSH), and FSH
+    on testosterone moves most (9e-6; 2.4e-6 at 2 h). Every 4 h instead of every 2 h
+    makes cohorts about 6 % cheaper (benchmarks/README.md).
     """
 
     h0: float = 1.0 / 60.0  # smallest step, hours
