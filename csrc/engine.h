@@ -92,6 +92,11 @@ typedef struct {
  * (-ffp-contract=off) gives the same bits on vectors as on scalars. */
 typedef double ph_etd_v __attribute__((vector_size(32)));
 typedef int64_t ph_etd_i __attribute__((vector_size(32)));
+#if defined(__GNUC__) && !defined(__clang__)
+/* the helpers below return these vectors, and are always inlined: no call, so no ABI to change
+ * (GCC would warn, for the baseline clone, that the ABI of such a return differs from AVX's) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #define PH_ETD_SPLAT(x) ((ph_etd_v){(x), (x), (x), (x)})
 
 /* where mask (all ones or all zeros per element) then a else b */
