@@ -276,6 +276,23 @@ ph_step_n(double *restrict y, const double *restrict p, const double *restrict d
     }
 }
 
+/* One step of size h from time t of a patient's fast states y (coarse states at time tc):
+ * the coupled coarse states at its start, middle and end, then ph_step_n in the patient's
+ * mode (nodrug, as ph_drugs_off decides). */
+static inline __attribute__((always_inline)) void
+ph_step_at(double *restrict y, const double *restrict p, const double *restrict d,
+           const double *restrict u, const double *restrict coef, double *restrict aux, double t,
+           double h, double tc, int nodrug) {
+    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
+    ph_coupled_at(y, aux, t - tc, cv0);
+    ph_coupled_at(y, aux, t + 0.5 * h - tc, cvh);
+    ph_coupled_at(y, aux, t + h - tc, cv1);
+    if (nodrug)
+        ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - tc, aux, PH_NE, 1);
+    else
+        ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - tc, aux, PH_NF, 0);
+}
+
 /* 1 if every drug state and every input of the patient is zero. */
 static inline int ph_drugs_off(const double *y, const double *u) {
     for (int j = PH_NE; j < PH_NF; j++)
@@ -425,7 +442,6 @@ PH_CLONES static double ph_integrate(const ph_cohort *c, int i, double *restrict
     /* doses and input changes happen between calls: decided once per call */
     const int nodrug = ph_drugs_off(y, u);
     double own[PH_NCOEF * PH_NF];
-    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
     while (t < t1) {
         const double rest = t1 - t;
         double hl;
@@ -433,18 +449,12 @@ PH_CLONES static double ph_integrate(const ph_cohort *c, int i, double *restrict
         const int l = ph_ladder(c, *since, rest, stop_short, &hl, &last);
         if (last && stop_short) break;
         const double h = last ? rest : hl;
-        ph_coupled_at(y, aux, t - *tc, cv0);
-        ph_coupled_at(y, aux, t + 0.5 * h - *tc, cvh);
-        ph_coupled_at(y, aux, t + h - *tc, cv1);
         const double *coef = etab + (size_t)l * PH_NCOEF * PH_NF;
         if (last) { /* last step to the boundary: its own coefficients */
             ph_cut_coeffs(d, rest, nodrug, own);
             coef = own;
         }
-        if (nodrug)
-            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NE, 1);
-        else
-            ph_step_n(y, p, d, u, coef, h, cv0, cvh, cv1, t - *tc, aux, PH_NF, 0);
+        ph_step_at(y, p, d, u, coef, aux, t, h, *tc, nodrug);
         t = last ? t1 : t + hl;
         *since += h;
         (*steps)++;

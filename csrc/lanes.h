@@ -116,7 +116,7 @@ static inline int ph_lane_step_setup(const ph_cohort *c, ph_lane *L) {
     return 1;
 }
 
-/* The scalar step of one lane (its patient's ph_step_n). */
+/* The scalar step of one lane: its patient's ph_step_at, as in ph_integrate's loop. */
 static inline void ph_lane_step_scalar(const ph_cohort *c, ph_lane *L) {
     const int i = L->i;
     double *y = c->y + (size_t)i * PH_NS;
@@ -124,15 +124,7 @@ static inline void ph_lane_step_scalar(const ph_cohort *c, ph_lane *L) {
     const double *d = c->d + (size_t)i * PH_ND;
     const double *u = c->u + (size_t)i * PH_NI;
     double *aux = c->aux + (size_t)i * PH_NAUX;
-    const double tc = c->tc[i], s0 = L->t - tc;
-    double cv0[PH_NCPL + 1], cvh[PH_NCPL + 1], cv1[PH_NCPL + 1];
-    ph_coupled_at(y, aux, s0, cv0);
-    ph_coupled_at(y, aux, L->t + 0.5 * L->h - tc, cvh);
-    ph_coupled_at(y, aux, L->t + L->h - tc, cv1);
-    if (L->nodrug)
-        ph_step_n(y, p, d, u, L->coef, L->h, cv0, cvh, cv1, s0, aux, PH_NE, 1);
-    else
-        ph_step_n(y, p, d, u, L->coef, L->h, cv0, cvh, cv1, s0, aux, PH_NF, 0);
+    ph_step_at(y, p, d, u, L->coef, aux, L->t, L->h, c->tc[i], L->nodrug);
 }
 
 /* After lane L's step (ph_integrate's loop tail, up to its coarse step): the lane's time
