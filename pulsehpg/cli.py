@@ -705,7 +705,7 @@ def _writable_folder(out: str) -> None:
 @cli.command("validate")
 @click.argument("paths", nargs=-1, metavar="[FILE_OR_DIR]...")
 @click.option("-o", "--out", default="validation-report", show_default=True,
-              help="folder for report.md and one PNG figure per scenario (created if needed)")
+              help="folder for report.md and one PNG figure per scenario (created if needed; figures need the results extra)")
 @click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
               help="patients per arm (default: each file's cohort.n, 200 for most; "
                    "deterministic single-patient arms keep theirs)")
@@ -786,6 +786,8 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
     except (KeyError, ValueError) as e:  # a metric that cannot be computed from its arms
         raise click.UsageError(_one_line(e.args[0] if isinstance(e, KeyError) and e.args
                                          else e)) from None
+    if report.no_figures:
+        click.echo(f"no figures: {report.no_figures}", err=True)
     click.echo(val.table(report.rows), nl=False)
     fails = report.failures
     click.echo(f"\n{len(report.rows) - len(fails)} of {len(report.rows)} quantities pass"

@@ -655,8 +655,14 @@ def load(path) -> ValidationSpec:
 
 
 def default_dir() -> Path:
-    """examples/validation of the source tree this package is installed from."""
-    return Path(__file__).resolve().parent.parent / "examples" / "validation"
+    """The shipped validation scenarios: the copy installed with the package
+    (pulsehpg/validation_scenarios in a wheel), else examples/validation of the source
+    tree an editable install runs from."""
+    here = Path(__file__).resolve().parent
+    installed = here / "validation_scenarios"
+    if any(installed.glob("*.toml")):
+        return installed
+    return here.parent / "examples" / "validation"
 
 
 def discover(paths=()) -> list[Path]:
@@ -1267,6 +1273,7 @@ class Report:
     sims: list[Simulation]
     figures: dict = field(default_factory=dict)  # scenario id -> path
     seconds: float = 0.0
+    no_figures: str | None = None  # why no figures were drawn (matplotlib missing)
 
     @property
     def passed(self) -> bool:
@@ -1292,6 +1299,8 @@ def validate(files, *, n: int | None = None, seed=None, threads: int = 1,
     specs = [f if isinstance(f, ValidationSpec) else load(f) for f in files]
     start = time.perf_counter()
     report = Report([], [])
+    if out is not None:
+        report.no_figures = _cannot_draw()
     for spec in specs:
         if progress:
             k = ", ".join(f"{a.name} ({_arm_n(a, n)})" for a in spec.arms)
@@ -1300,7 +1309,7 @@ def validate(files, *, n: int | None = None, seed=None, threads: int = 1,
         rows = sim.evaluate(bootstrap, seed=0 if seed is None else seed)
         report.rows.extend(rows)
         report.sims.append(sim)
-        if out is not None:
+        if out is not None and report.no_figures is None:
             report.figures[spec.id] = figure(sim, Path(out) / f"{spec.id}.png")
         if progress:
             fails = sum(not r.passed for r in rows)
@@ -1327,6 +1336,8 @@ def write_report(report: Report, path: Path, *, n=None, seed=None,
              f"{report.seconds:.0f} s."), "",
              (f"**{npass} of {len(report.rows)} quantities pass.** A quantity passes when the "
              "point estimate (all patients) is inside the accepted range."), ""]
+    if report.no_figures:
+        lines += [f"No figures: {report.no_figures}.", ""]
     if report.failures:
         lines.append("Failing: " + "; ".join(f"{r.scenario} {r.quantity.name}"
                                              for r in report.failures) + ".")
@@ -1404,6 +1415,19 @@ def _panel_series(sim: Simulation, panel: Panel, arm: str):
         k = min(x.shape[1], other.shape[1])
         t, x = t[:k], x[:, :k] / other[:, :k]
     return (t, *_quantile_curves(x[keep]))
+
+
+def _cannot_draw() -> str | None:
+    """None when figures can be drawn, else why not: the table and the report need only the
+    core install, the figures the results extra."""
+    from .results import _require
+
+    try:
+        _require("matplotlib.figure")
+        _require("matplotlib.backends.backend_agg")
+    except ImportError as e:
+        return str(e)
+    return None
 
 
 def figure(sim: Simulation, out: Path) -> Path | None:

@@ -85,6 +85,26 @@ def test_validate_subset_table_report_and_figures(tmp_path):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_without_matplotlib_the_report_has_no_figures(tmp_path):
+    """The table and the report need only the core install; figures need the results extra,
+    and their absence is said, not a traceback."""
+    out = tmp_path / "r"
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # every matplotlib import fails
+            "from pulsehpg.cli import main\n"
+            f"sys.argv = ['pulsehpg', 'validate', '--only', 'S16', '-n', '8', '--bootstrap', "
+            f"'0', '--out', {str(out)!r}]\n"
+            "main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "no figures: pulsehpg results need matplotlib" in res.stderr
+    assert "pip install 'pulsehpg[results]'" in res.stderr
+    report = (out / "report.md").read_text()
+    assert "No figures: pulsehpg results need matplotlib" in report and "## S16: " in report
+    assert "![S16]" not in report and not list(out.glob("*.png"))
+
+
 def test_impossible_target_fails_with_exit_1(tmp_path):
     text = S4.read_text()
     assert "range = [480, 580]" in text
