@@ -705,7 +705,8 @@ def _writable_folder(out: str) -> None:
 @cli.command("validate")
 @click.argument("paths", nargs=-1, metavar="[FILE_OR_DIR]...")
 @click.option("-o", "--out", default="validation-report", show_default=True,
-              help="folder for report.md and one PNG figure per scenario (created if needed; figures need the results extra)")
+              help="folder for report.md and one PNG figure per scenario (created if needed; "
+                   "figures need the results extra)")
 @click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
               help="patients per arm (default: each file's cohort.n, 200 for most; "
                    "deterministic single-patient arms keep theirs)")
