@@ -167,6 +167,29 @@ class DurationType(click.ParamType):
 
 DURATION = DurationType()
 
+MAX_DAYS = 36525.0  # 100 years: longer runs are typos (they would not end in a session)
+
+
+class PositiveNumber(click.ParamType):
+    """A finite number in (0, upper]: click's FloatRange lets 'nan' and 'inf' through."""
+
+    name = "number"
+
+    def __init__(self, upper: float = math.inf, unit: str = ""):
+        self.upper, self.unit = upper, unit
+
+    def convert(self, value, param, ctx):
+        unit = f" {self.unit}" if self.unit else ""
+        allowed = (f"a number in (0, {self.upper:g}]{unit}" if math.isfinite(self.upper)
+                   else f"a finite number > 0{unit}")
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"'{value}' is not a number; allowed: {allowed}", param, ctx)
+        if not (math.isfinite(x) and 0 < x <= self.upper):
+            self.fail(f"{value!r} is not allowed; allowed: {allowed}", param, ctx)
+        return x
+
 
 @dataclass(frozen=True)
 class Dose:
@@ -497,7 +520,7 @@ def summary_table(names, baseline: dict, end: dict, days: float) -> str:
               show_default=True, help="Number of virtual patients.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed; the same seed gives the same patients.")
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=28.0,
+@click.option("--days", type=PositiveNumber(MAX_DAYS, "days"), default=28.0,
               show_default=True, help="Days to simulate after baseline.")
 @DOSE_OPTION
 @PUMP_OPTION
@@ -634,7 +657,7 @@ def inspect_cmd(path):
                    "outcome against a swept axis; traces: sampled observables (if saved)")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
               help="the figure (PNG; the suffix picks the format)")
-@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=20.0,
+@click.option("--threshold", type=PositiveNumber(unit="M/mL"), default=20.0,
               show_default=True, help="sperm concentration (M/mL) for recovery and sweep")
 @click.option("--x", "x", metavar="AXIS", default=None,
               help="sweep: the swept axis on x (default: the first /points column)")
@@ -982,7 +1005,7 @@ def _params_file(path: str) -> dict:
 @SET_OPTION
 @DOSE_OPTION
 @PUMP_OPTION
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), default=30.0,
+@click.option("--days", type=PositiveNumber(MAX_DAYS, "days"), default=30.0,
               show_default=True,
               help="span covered by repeated --dose boluses (one SBML event each)")
 @click.option("--records", "records_path", type=click.Path(dir_okay=False), default=None,

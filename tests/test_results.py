@@ -197,6 +197,7 @@ def test_plot_kinds(which, kind, extra, run_file, sweep_file, traces_file, tmp_p
     ("run", ("--kind", "sweep"), "no swept axes"),
     ("run", ("--kind", "recovery"), "no values"),
     ("sweep", ("--kind", "recovery", "--threshold", "7"), "no days_to_sperm_ge_7"),
+    ("sweep", ("--kind", "recovery", "--threshold", "nan"), "allowed: a finite number > 0 M/mL"),
     ("sweep", ("--kind", "sweep", "--x", "steroid.shbg"), "not a swept axis"),
     ("sweep", ("--kind", "sweep", "--y", "nope"), "not a per-patient outcome"),
     ("missing", ("--kind", "labs"), "no such file"),
