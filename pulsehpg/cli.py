@@ -167,7 +167,7 @@ class DurationType(click.ParamType):
 
 DURATION = DurationType()
 
-MAX_DAYS = 36525.0  # 100 years: longer runs are typos (they would not end in a session)
+MAX_DAYS = 36525.0  # 100 years, the longest phase of a config (scenario.MAX_PHASE): longer is a typo
 
 
 class PositiveNumber(click.ParamType):
