@@ -596,6 +596,8 @@ def check_cmd(scenario):
     phases = ", ".join(f"{p.name} ({p.duration / 24:g} d)" for p in sc.phases) or "dose records"
     click.echo(f"{scenario}: ok: {sc.cohort.n} patients ({sc.cohort.phenotype}), "
                f"phases: {phases}")
+    if (note := sc.records_note(sc.cohort.n)) is not None:
+        click.echo(f"note: {note}")
 
 
 @cli.command("run")
@@ -795,9 +797,11 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
     specs.sort(key=lambda s: val.scenario_order(s.id))
     _writable_folder(out)
     threads = threads or _default_threads()
-    command = "pulsehpg validate" + "".join(
+    # everything that changes the numbers (threads do not: the same bits on any number)
+    command = "pulsehpg validate" + "".join(f" {p}" for p in paths) + "".join(
         f" {k} {v}" for k, v in (("--out", out), ("-n", n), ("--seed", seed),
-                                  ("--only", ",".join(s.id for s in specs) if only else None))
+                                  ("--only", ",".join(s.id for s in specs) if only else None),
+                                  ("--bootstrap", bootstrap if bootstrap != 1000 else None))
         if v is not None)
     try:
         report = val.validate(specs, n=n, seed=seed, threads=threads, bootstrap=bootstrap,

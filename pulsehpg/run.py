@@ -122,6 +122,8 @@ class RunResult:
         sc, r = self.scenario, self.regimen
         lines = [f"{sc.name}: {self.cohort.n} patients ({sc.cohort.phenotype}), "
                  f"follow-up {r.horizon / 730.5:.1f} months"]
+        if (note := sc.records_note(self.cohort.n)) is not None:
+            lines.append(f"  note: {note}")
         head = f"  {'phase':<22}{'seen':>6}{'LH':>7}{'FSH':>7}{'T ng/dL':>9}{'E2':>7}" \
                f"{'sperm':>8}{'azoo':>7}"
         lines.append("  median labs at each patient's last visit of the phase")

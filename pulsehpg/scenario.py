@@ -160,6 +160,19 @@ class Scenario:
             return self.follow_up
         return sum(p.duration for p in self.phases)
 
+    @property
+    def record_ids(self) -> int:
+        """How many patients (distinct IDs) the dose records have; 0 without records."""
+        return len({r.patient for r in self.dose_records})
+
+    def records_note(self, n: int) -> str | None:
+        """What a cohort of n leaves out of the dose records, or None if nothing."""
+        ids = self.record_ids
+        if ids <= n:
+            return None
+        return (f"dose records: only the first {n} of their {ids} patient IDs are simulated "
+                f"(cohort.n or -n); leave cohort.n out for one patient per ID")
+
     def with_traces(self, every) -> Scenario:
         """The same scenario writing traces every ``every`` (hours or '10 min'), of the
         observables its [output] table names (default DEFAULT_TRACE_OBSERVABLES)."""

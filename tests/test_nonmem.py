@@ -223,6 +223,10 @@ def test_cohort_n_and_run_n(tmp_path):
     res = run(path, n=2)  # a smaller run simulates the first IDs only
     assert res.cohort.n == 2 and res.regimen.horizon == 24.0
     assert np.all(np.isnan(res.visits["time_h"]))  # the observation was ID 3's
+    # ... and says so, as `pulsehpg check` does for a cohort.n below the IDs
+    assert "only the first 2 of their 3 patient IDs are simulated" in res.summary()
+    assert load_scenario(path).records_note(5) is None
+    assert "first 1 of their 3" in load_scenario(path).records_note(1)
 
 
 def test_records_with_phases(tmp_path):

@@ -103,6 +103,8 @@ def test_without_matplotlib_the_report_has_no_figures(tmp_path):
     report = (out / "report.md").read_text()
     assert "No figures: pulsehpg results need matplotlib" in report and "## S16: " in report
     assert "![S16]" not in report and not list(out.glob("*.png"))
+    # the command that made it, with every option that changes the numbers
+    assert f"`pulsehpg validate --out {out} -n 8 --only S16 --bootstrap 0`" in report
 
 
 def test_impossible_target_fails_with_exit_1(tmp_path):
