@@ -993,6 +993,19 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+def _mpi_pool_class():
+    """mpi4py's pool executor, or a SweepUsageError saying how to get it."""
+    try:
+        from mpi4py.futures import MPIPoolExecutor
+    except ImportError as e:
+        raise SweepUsageError(
+            f"executor 'mpi' needs mpi4py ({e}); install it with pip install 'pulsehpg[mpi]' "
+            "(mpi4py and an MPI library from PyPI) and start the sweep under mpiexec or srun, "
+            "e.g. mpiexec -n 5 python -m mpi4py.futures -m pulsehpg sweep CONFIG "
+            "--executor mpi") from None
+    return MPIPoolExecutor
+
+
 def _make_executor(executor, workers: int | None):
     """(executor, owned, max tasks in flight)."""
     if isinstance(executor, cf.Executor):
@@ -1005,14 +1018,7 @@ def _make_executor(executor, workers: int | None):
                                     initializer=_init_worker)
         return ex, True, 2 * n
     if executor == "mpi":
-        try:
-            from mpi4py.futures import MPIPoolExecutor
-        except ImportError as e:
-            raise SweepUsageError(
-                f"executor 'mpi' needs mpi4py ({e}); install it with pip install 'pulsehpg[mpi]' "
-                "(mpi4py and an MPI library from PyPI) and start the sweep under mpiexec or srun, "
-                "e.g. mpiexec -n 5 python -m mpi4py.futures -m pulsehpg sweep CONFIG "
-                "--executor mpi") from None
+        MPIPoolExecutor = _mpi_pool_class()
         ex = MPIPoolExecutor(max_workers=workers) if workers else MPIPoolExecutor()
         n = workers or getattr(ex, "_max_workers", None) or default_workers()
         return ex, True, 2 * max(1, int(n))
@@ -1283,6 +1289,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     shard = parse_shard(shard)
     out = Path(out) if out is not None else Path(f"{cfg.name}.h5")
     bdir = blocks_dir(out)
+    if executor == "mpi":
+        _mpi_pool_class()  # before anything is written: no folder left behind without mpi4py
     store.check_writable(out)
     store.make_dir(bdir)
     store.check_writable(bdir / MANIFEST)
