@@ -566,6 +566,9 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
         raise ScenarioError(path or "<scenario>", f"not valid TOML: {e}",
                             int(m.group(1)) if m else None) from None
     r = _Reader(text)
+    if "sweep" in doc and "phase" not in doc:  # a sweep config: say so, not 'unknown key'
+        r.fail("sweep", "this is a sweep config, not a scenario; check it with "
+                        "`pulsehpg sweep FILE --dry-run` and run it with `pulsehpg sweep FILE`")
     # [validation]: literature targets, read by pulsehpg.validation (`pulsehpg validate`);
     # a run ignores it
     r.table(doc, "", {"name": "", "description": "", "cohort": "", "phase": "",

@@ -139,6 +139,14 @@ def test_unknown_top_level_key_suggests():
     check(text, "phases", "did you mean 'phase'?", line="[[phases]]")
 
 
+def test_a_sweep_config_is_named_as_such():
+    with open(os.path.join(os.path.dirname(__file__), "..", "examples",
+                           "sweep-restart.toml"), encoding="utf-8") as f:
+        text = f.read()
+    check(text, "sweep", "this is a sweep config, not a scenario",
+          "`pulsehpg sweep FILE --dry-run`", line="[sweep]")
+
+
 def test_unknown_key_in_second_phase_points_at_its_line():
     text = mutate('schedule = "daily"\n', 'schedule = "daily"\nstrength = 2\n')
     check(text, "phase[1].drug[0].strength", "unknown key 'strength'",
