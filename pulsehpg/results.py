@@ -455,9 +455,11 @@ def _trace_window(t: np.ndarray, start: float | None, span: float | None) -> np.
     lo = t[0] if start is None else start
     hi = np.inf if span is None else lo + span
     inside = (t >= lo - 1e-9) & (t <= hi + 1e-9)
-    if not inside.any():
-        raise PlotError(f"no trace samples between {lo:g} h and {hi:g} h (traces cover "
-                        f"{t[0]:g}-{t[-1]:g} h)")
+    if inside.sum() < 2:  # one sample draws no line: an empty figure
+        raise PlotError(f"{'one trace sample' if inside.any() else 'no trace samples'} "
+                        f"between {lo:g} h and {hi:g} h (traces cover {t[0]:g}-{t[-1]:g} h "
+                        f"every {np.median(np.diff(t)) if t.size > 1 else 0:g} h): "
+                        "a plot needs at least two; widen --span or move --start")
     return inside
 
 

@@ -306,6 +306,7 @@ def test_plot_draws_the_chosen_patients_and_window(traced):
     (("--patients", "0,9"), "not in the file"),
     (("--patients", "a,b"), "--patients"),
     (("--start", "9 days"), "no trace samples"),
+    (("--span", "0 h"), "one trace sample between 0.166667 h and 0.166667 h"),  # no line
     (("--span", "soon"), "span"),
 ])
 def test_plot_traces_bad_choice_exits_2(traced, tmp_path, args, message):
