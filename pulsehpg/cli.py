@@ -96,7 +96,10 @@ class PulseGroup(click.Group):
             where = ctx.command_path if ctx is not None else (prog_name or PROG)
             click.echo(f"{where}: error: {_one_line(e.format_message())}", err=True)
             sys.exit(e.exit_code)
-        except click.Abort:
+        except click.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: the shell's 128 + SIGINT
+                click.echo(f"{prog_name or PROG}: interrupted", err=True)
+                sys.exit(130)
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

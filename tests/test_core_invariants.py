@@ -254,6 +254,31 @@ def test_a_patient_does_not_depend_on_when_the_cohort_stops():
         np.testing.assert_array_equal(seen2, seen)
 
 
+def test_advance_to_in_pieces_gives_the_same_bits(monkeypatch):
+    """advance_to works in pieces (so that Ctrl-C is answered between them): pieces of
+    a few hours, ending between samples and on them, give the trajectories and hourly
+    traces of one call, bit for bit."""
+    def course():
+        c = Cohort(9, seed=4)
+        c.record(every="1 h")
+        c.advance_to(30.0)
+        c.dose("testosterone_enanthate", 200.0)
+        c.advance_to(24.0 * 9)
+        _, tr = c.trace()
+        return c.state, tr
+
+    y, tr = course()
+    monkeypatch.setattr(Cohort, "_PIECE_PATIENT_HOURS", 9 * 24.0 * 0.37)  # pieces of 0.37 day
+    y2, tr2 = course()
+    monkeypatch.setattr(Cohort, "_PIECE_PATIENT_HOURS", 9 * 24.0 * 1e9)  # one piece a call
+    y3, tr3 = course()
+    for other, tr_other in ((y2, tr2), (y3, tr3)):
+        np.testing.assert_array_equal(other, y)
+        assert set(tr_other) == set(tr)
+        for k in tr:
+            np.testing.assert_array_equal(tr_other[k], tr[k], err_msg=k)
+
+
 def test_different_seeds_differ(cohort_of_50):
     obs, _ = cohort_of_50
     other, _ = _course(n=50, seed=8)
