@@ -33,7 +33,7 @@ import numpy as np
 from . import __version__, model
 from .params import REGISTRY, Param, lookup
 from .phenotypes import PHENOTYPES
-from .units import parse_duration
+from .units import MAX_SPAN_H, parse_duration
 
 __all__ = [
     "DURATION",
@@ -170,7 +170,7 @@ class DurationType(click.ParamType):
 
 DURATION = DurationType()
 
-MAX_DAYS = 36525.0  # 100 years, the longest phase of a config (scenario.MAX_PHASE): longer is a typo
+MAX_DAYS = MAX_SPAN_H / 24.0  # 36525: the bound of a config's phases
 
 
 class PositiveNumber(click.ParamType):
@@ -1066,15 +1066,14 @@ MAX_SBML_EVENTS = 100_000
 def _sbml_records(path: str) -> tuple[list, list]:
     """Boluses (time, drug, amount) and infusion changes (time, drug, rate) of the one
     patient of a dose-record file."""
-    from .nonmem import expand_records, infusion_rates, read_dose_records
+    from .nonmem import expand_records, infusion_rates, patient_count, read_dose_records
 
     if not os.path.isfile(path):
         raise click.BadParameter(f"no such file: {path}", param_hint="--records")
     with user_errors("'--records'"):
         records = read_dose_records(path)
-    ids = {r.patient for r in records}
-    if len(ids) != 1:
-        raise click.BadParameter(f"{path}: holds records of {len(ids)} patients; an SBML "
+    if (ids := patient_count(records)) != 1:
+        raise click.BadParameter(f"{path}: holds records of {ids} patients; an SBML "
                                  f"model is one patient: keep the rows of one ID",
                                  param_hint="--records")
     events, _visits = expand_records(records)

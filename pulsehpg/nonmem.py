@@ -27,7 +27,8 @@ from pathlib import Path
 
 from . import model
 
-__all__ = ["DoseRecord", "read_dose_records", "expand_records", "infusion_rates"]
+__all__ = ["DoseRecord", "read_dose_records", "patient_count", "expand_records",
+           "infusion_rates"]
 
 _DRUGS = tuple(d.name for d in model.DRUGS)
 _COLUMNS = ("ID", "TIME", "AMT", "II", "ADDL", "RATE", "EVID")
@@ -44,6 +45,11 @@ class DoseRecord:
     rate: float = 0.0
     interval: float = 0.0
     additional: int = 0
+
+
+def patient_count(records) -> int:
+    """How many patients (distinct IDs) the records are of."""
+    return len({r.patient for r in records})
 
 
 def read_dose_records(path) -> tuple[DoseRecord, ...]:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from .cohort import DRUG_NAMES, OBSERVABLES
 from .labs import LAB_TESTS
+from .nonmem import patient_count, read_dose_records
 from .params import BY_NAME
 from .phenotypes import PHENOTYPES
 from .rules import Condition, parse_condition
 from .schedule import Schedule, parse_schedule
-from .units import parse_duration
+from .units import MAX_SPAN_H, parse_duration
 
 __all__ = ["ScenarioError", "Scenario", "Phase", "DrugPlan", "VisitPlan", "Rule", "Action",
            "CohortSpec", "Distribution", "load_scenario", "parse_scenario", "DRUG_UNITS"]
@@ -30,7 +31,7 @@ from . import model as _model
 
 DRUG_UNITS = {d.name: d.unit for d in _model.DRUGS}
 ACTIONS = ("add_drug", "stop_drug", "set_dose", "goto", "end")
-MAX_PHASE = 100 * 8766.0  # h: the longest phase
+MAX_PHASE = MAX_SPAN_H  # h: the longest phase
 MIN_PHASE = 1 / 60  # h: the shortest (the clock must move on from phase to phase)
 MAX_VISITS = 10_000  # per [[phase.visit]] table
 COVARIATES = {"age": "patient.age", "testis_function": "patient.testis_function",
@@ -160,14 +161,9 @@ class Scenario:
             return self.follow_up
         return sum(p.duration for p in self.phases)
 
-    @property
-    def record_ids(self) -> int:
-        """How many patients (distinct IDs) the dose records have; 0 without records."""
-        return len({r.patient for r in self.dose_records})
-
     def records_note(self, n: int) -> str | None:
         """What a cohort of n leaves out of the dose records, or None if nothing."""
-        ids = self.record_ids
+        ids = patient_count(self.dose_records)
         if ids <= n:
             return None
         return (f"dose records: only the first {n} of their {ids} patient IDs are simulated "
@@ -577,8 +573,6 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
     raw_phases = r.array(doc, "phase", "")
     records = ()
     if "dose_records" in doc:
-        from .nonmem import read_dose_records  # the table replaces phases
-
         dr = r.table(doc["dose_records"], "dose_records", {"file": ""})
         f = Path(r.string(dr, "file", "dose_records"))
         if not f.is_absolute() and base_dir is not None:
@@ -588,7 +582,7 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
         except (OSError, ValueError) as e:
             r.fail("dose_records.file", str(e))
         if "n" not in doc.get("cohort", {}):  # one patient per ID
-            cohort = replace(cohort, n=len({x.patient for x in records}))
+            cohort = replace(cohort, n=patient_count(records))
     if not raw_phases and not records:
         r.fail("phase", "a scenario needs at least one [[phase]] (or a [dose_records] table)")
     names = []

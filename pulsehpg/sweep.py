@@ -76,7 +76,7 @@ from .params import BY_NAME, lookup
 from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, _Reader, load_scenario,
                        parse_scenario, read_text)
 from .schedule import parse_schedule
-from .units import HOURS_PER
+from .units import HOURS_PER, MAX_SPAN_H
 
 __all__ = ["sweep", "merge", "load_config", "parse_config", "SweepConfig", "Axis",
            "SweepResult", "SweepError", "SweepUsageError", "SweepInterrupted", "METHODS",
@@ -87,7 +87,7 @@ SCALES = ("linear", "log")
 MAX_POINTS = 10_000_000
 BLOCK_PATIENTS = 1000  # default block size aims at blocks of about this many patients
 MIN_BLOCKS = 16  # ... but at least this many blocks when there are enough points
-MAX_PHASE_H = 100 * 8766.0
+MAX_PHASE_H = MAX_SPAN_H
 MIN_INTERVAL_H = 0.25
 MAX_DOSE = 1e7
 MANIFEST = "manifest.json"

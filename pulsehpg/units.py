@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["HOURS_PER", "parse_duration"]
+__all__ = ["HOURS_PER", "MAX_SPAN_H", "parse_duration"]
 
 HOURS_PER = {
     "min": 1 / 60, "mins": 1 / 60, "minute": 1 / 60, "minutes": 1 / 60,
@@ -15,6 +15,9 @@ HOURS_PER = {
     "month": 730.5, "months": 730.5,  # 30.44 days
     "y": 8766.0, "year": 8766.0, "years": 8766.0,
 }
+# the longest simulated span a config or command accepts (a phase, a follow-up, a run):
+# 100 years; longer is a typo, and would not end
+MAX_SPAN_H = 100 * HOURS_PER["year"]
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z]+)\s*$")
 
 
