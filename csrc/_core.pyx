@@ -83,7 +83,8 @@ ph_lanes_set(-1)
 def lanes(mode=None):
     """How the core steps groups of patients: 'avx512' (eight patients per vector
     register), 'avx2' or 'baseline' (four on that instruction set) or 'off' (one at a
-    time). The default is the widest the CPU has: 'avx512', else 'avx2', else 'off'. With a
+    time). The default is the widest the CPU runs at full width: 'avx512' (but 'avx2' on
+    AMD Zen 4, which splits 512-bit operations in two), else 'avx2', else 'off'. With a
     mode, use it if this CPU has it, else the default; returns the mode in use. Results
     are the same bit for bit in every mode; do not change it while a cohort advances."""
     if mode is not None:

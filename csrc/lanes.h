@@ -20,6 +20,9 @@
 #ifndef PULSEHPG_LANES_H
 #define PULSEHPG_LANES_H
 #include "engine.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 typedef struct {
     int i;          /* patient */
@@ -206,12 +209,30 @@ static inline int ph_cpu_has(int mode) {
     return mode == 0 || (mode == 1 && PH_HAVE_LANES);
 }
 
+/* 1 on AMD family 19h (Zen 3 and Zen 4): where it has AVX-512 (Zen 4) it executes a
+ * 512-bit operation as two 256-bit halves, so eight lanes issue no fewer operations than
+ * two sets of four, and measured slower (benchmarks/README.md, Zen 4). */
+static inline int ph_cpu_splits_512(void) {
+#if PH_HAVE_LANES && defined(__x86_64__) && defined(__GNUC__)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    /* "AuthenticAMD" in ebx, edx, ecx */
+    if (b != 0x68747541u || d != 0x69746e65u || c != 0x444d4163u) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const unsigned family = ((a >> 8) & 0xfu) + ((a >> 20) & 0xffu);
+    return family == 0x19u;
+#else
+    return 0;
+#endif
+}
+
 /* Choose a mode (-1: the default); returns the mode now in use. The default is the
- * widest the CPU has, AVX-512, else AVX2, else one patient at a time: on two doubles per
- * instruction the lanes' transposing costs more than they save (benchmarks/README.md).
- * A mode the CPU lacks gives the default. */
+ * widest the CPU runs at full width: AVX-512 (not on Zen 4, ph_cpu_splits_512), else
+ * AVX2, else one patient at a time: on two doubles per instruction the lanes'
+ * transposing costs more than they save (benchmarks/README.md). A mode the CPU lacks
+ * gives the default. */
 static inline int ph_lanes_set(int mode) {
-    const int fallback = ph_cpu_has(3) ? 3 : ph_cpu_has(2) ? 2 : 0;
+    const int fallback = (ph_cpu_has(3) && !ph_cpu_splits_512()) ? 3 : ph_cpu_has(2) ? 2 : 0;
     ph_lanes_mode = (mode < 0 || mode > 3 || !ph_cpu_has(mode)) ? fallback : mode;
     return ph_lanes_mode;
 }
