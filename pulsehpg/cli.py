@@ -31,7 +31,7 @@ import click
 import numpy as np
 
 from . import __version__, model
-from .params import REGISTRY, Param, lookup
+from .params import REGISTRY, Param, lookup, settable
 from .phenotypes import PHENOTYPES
 from .units import MAX_SPAN_H, parse_duration
 
@@ -291,9 +291,10 @@ class ParamAssignment(click.ParamType):
             par = lookup(name)
         except ValueError as e:
             self.fail(_one_line(e), param, ctx)
-        if par.structural:
-            self.fail(f"{par.name} is compiled into the core; change it in pulsehpg/params.py "
-                      f"and rebuild", param, ctx)
+        try:
+            settable(par.name)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
         try:
             v = float(text)
         except ValueError:

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _core, model
 from .codegen import coarse_observables
-from .params import REGISTRY, lookup
+from .params import REGISTRY, lookup, settable
 from .phenotypes import get_phenotype
 from .units import parse_duration
 
@@ -104,6 +104,15 @@ def patient_keys(seed, patients) -> np.ndarray:
     """Random-stream keys of patients: patient k of a seed has the same key everywhere."""
     index = np.ascontiguousarray(patients, dtype=np.int64)
     return _core.patient_keys(np.uint64(root_key(seed)), index)
+
+
+def _settable(where: str, name: str):
+    """settable(name), its refusal of a known name prefixed by the argument it came in."""
+    lookup(name)  # an unknown name: lookup's message, with its suggestions
+    try:
+        return settable(name)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def _as_patient_array(name: str, value, n: int, *, allow_negative=False) -> np.ndarray:
@@ -217,7 +226,7 @@ class Cohort:
             for name, cv in variability.items():
                 if not isinstance(cv, (int, float)) or isinstance(cv, bool) or not (0 <= cv <= 5):
                     raise ValueError(f"variability[{name!r}]: expected a CV in [0, 5], got {cv!r}")
-                cvs[_P_INDEX[lookup(name).name]] = cv
+                cvs[_P_INDEX[_settable(f"variability[{name!r}]", name).name]] = cv
         elif variability is not True and variability is not False:
             raise ValueError(f"variability: expected True, False or a dict name -> CV, "
                              f"got {variability!r}")
@@ -230,7 +239,7 @@ class Cohort:
         hi = np.array([p.upper for p in REGISTRY])
         values = np.clip(values, lo, hi)
         for name, v in overrides.items():
-            par = lookup(name)
+            par = _settable(f"params[{name!r}]", name)
             arr = _as_patient_array(f"params[{name!r}]", v, n, allow_negative=par.lower < 0)
             if np.any(arr < par.lower) or np.any(arr > par.upper):
                 raise ValueError(f"params[{name!r}]: {v!r:.80} is outside the allowed range "
@@ -389,7 +398,7 @@ class Cohort:
         """Change parameters from now on (e.g. {'testis.present': 0} for orchiectomy)."""
         m = self._mask(mask)
         for name, v in values.items():  # all checked before any patient is changed
-            par = lookup(name)
+            par = _settable(f"values[{name!r}]", name)
             arr = _as_patient_array(f"values[{name!r}]", v, self.n, allow_negative=par.lower < 0)
             if np.any(arr[m] < par.lower) or np.any(arr[m] > par.upper):
                 raise ValueError(f"values[{name!r}]: {v!r:.80} is outside the allowed range "

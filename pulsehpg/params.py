@@ -424,3 +424,24 @@ def lookup(name: str) -> Param:
             f"unknown parameter {name!r}{hint} (see `pulsehpg params` for all "
             f"{len(BY_NAME)} names)"
         ) from None
+
+
+# Registry entries the cohort sets itself: a value given for them would be overwritten.
+_SET_BY_COHORT = {
+    "numerics.slow_acceleration": "it is used only while a new cohort equilibrates, where the "
+                                  "cohort sets it from Numerics(burn_in_accel=...)",
+}
+
+
+def settable(name: str) -> Param:
+    """The registry entry for a parameter a user may set, vary or sweep; a ValueError
+    saying why for an unknown name, a structural parameter (compiled into the core: a
+    value given at run time would be ignored) or one the cohort sets itself."""
+    par = lookup(name)
+    if par.structural:
+        raise ValueError(f"{par.name} is compiled into the core (structural): a value given "
+                         f"at run time would be ignored; change it in pulsehpg/params.py and "
+                         f"rebuild")
+    if par.name in _SET_BY_COHORT:
+        raise ValueError(f"{par.name} cannot be set: {_SET_BY_COHORT[par.name]}")
+    return par

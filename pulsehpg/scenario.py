@@ -18,7 +18,7 @@ from pathlib import Path
 from .cohort import DRUG_NAMES, OBSERVABLES
 from .labs import LAB_TESTS
 from .nonmem import patient_count, read_dose_records
-from .params import BY_NAME
+from .params import BY_NAME, settable
 from .phenotypes import PHENOTYPES
 from .rules import Condition, parse_condition
 from .schedule import Schedule, parse_schedule
@@ -278,6 +278,14 @@ def _line_index(text: str) -> dict[str, int]:
     return index
 
 
+def _settable(r, path: str, name: str):
+    """The registry entry of a parameter the scenario may set, or r.fail saying why not."""
+    try:
+        return settable(name)
+    except ValueError as e:
+        r.fail(path, str(e))
+
+
 class _Reader:
     """Typed access to a TOML table that records the key path for errors."""
 
@@ -406,8 +414,8 @@ def _cohort(r: _Reader, t) -> CohortSpec:
         r.fail("cohort.deterministic", f"expected true or false, got {det!r}")
     params = {}
     for name, v in r.table(t.get("params", {}), "cohort.params", BY_NAME).items():
-        p = BY_NAME[name]
         path = f"cohort.params.{name}"
+        p = _settable(r, path, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             r.fail(path, f"expected a number in {p.unit}, got {v!r:.60}")
         if not (p.lower <= v <= p.upper):
@@ -415,11 +423,12 @@ def _cohort(r: _Reader, t) -> CohortSpec:
         params[name] = float(v)
     variability = {}
     for name, v in r.table(t.get("variability", {}), "cohort.variability", BY_NAME).items():
+        _settable(r, f"cohort.variability.{name}", name)
         variability[name] = r.number({name: v}, name, "cohort.variability", low=0, high=5)
     covs = {}
     allowed = dict(COVARIATES) | {k: k for k in BY_NAME}
     for name, v in r.table(t.get("covariates", {}), "cohort.covariates", allowed).items():
-        reg = BY_NAME[COVARIATES.get(name, name)]
+        reg = _settable(r, f"cohort.covariates.{name}", COVARIATES.get(name, name))
         covs[reg.name] = _distribution(r, v, f"cohort.covariates.{name}", reg.lower, reg.upper)
     return CohortSpec(n, phen, seed, params, variability, covs, det)
 

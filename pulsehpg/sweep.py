@@ -72,7 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
-from .params import BY_NAME, lookup
+from .params import BY_NAME, lookup, settable
 from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, _Reader, load_scenario,
                        parse_scenario, read_text)
 from .schedule import parse_schedule
@@ -434,10 +434,10 @@ def _resolve_name(c: _Checker, name, path: str, sdoc: dict, sc: Scenario):
     if not isinstance(name, str) or not name:
         c.fail(path, f"expected a parameter name or regimen field, got {name!r:.60}")
     if name in BY_NAME:
-        p = BY_NAME[name]
-        if p.structural:
-            c.fail(path, f"{name} is compiled into the core (structural) and cannot be swept; "
-                         "change it in pulsehpg/params.py and rebuild")
+        try:
+            p = settable(name)
+        except ValueError as e:
+            c.fail(path, f"{e}; it cannot be swept")
         return "param", (name,), p.meaning, p.unit
     if not name.startswith("phase."):
         try:

@@ -505,13 +505,15 @@ def _registry_names() -> dict:
 
 
 def _check_parameter(p: _Parser, name: str, v, where: str):
-    from .params import BY_NAME
+    from .params import BY_NAME, settable
 
     par = BY_NAME[name]
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         p.fail(where, f"expected a number in {par.unit}, got {v!r:.60}")
-    if par.structural:
-        p.fail(where, f"{name} is compiled into the core and cannot be changed during a run")
+    try:
+        settable(name)
+    except ValueError as e:
+        p.fail(where, str(e))
     if not (par.lower <= v <= par.upper):
         p.fail(where, f"{v!r} is outside the allowed range [{par.lower:g}, {par.upper:g}] "
                       f"{par.unit}")

@@ -323,6 +323,21 @@ def test_unknown_parameter(small):
         Cohort(2, seed=0, variability={"no_such": 0.1}, equilibrate=False)
 
 
+def test_parameter_a_run_would_ignore(small):
+    """An exponent compiled into the core, or the speed-up the cohort itself sets while it
+    equilibrates, would be stored and reported by param() while the core ignores it."""
+    hill = "hypothalamus.pulse_mass_hill"
+    with pytest.raises(ValueError, match=rf"^params\['{hill}'\]: .*compiled into the core"):
+        Cohort(2, seed=0, params={hill: 2.0}, equilibrate=False)
+    with pytest.raises(ValueError, match=rf"^variability\['{hill}'\]: .*compiled"):
+        Cohort(2, seed=0, variability={hill: 0.1}, equilibrate=False)
+    with pytest.raises(ValueError, match=rf"^values\['{hill}'\]: .*compiled"):
+        small.set_params({hill: 2.0})
+    with pytest.raises(ValueError, match=r"^params\['numerics.slow_acceleration'\]: .*"
+                                         r"Numerics\(burn_in_accel"):
+        Cohort(2, seed=0, params={"numerics.slow_acceleration": 5.0}, equilibrate=False)
+
+
 def test_unknown_phenotype():
     with pytest.raises(ValueError, match=r"^phenotype: unknown value 'martian'"):
         Cohort(2, "martian", seed=0, equilibrate=False)

@@ -184,6 +184,23 @@ def test_parameter_out_of_range():
           line='"steroid.shbg" = 5000')
 
 
+@pytest.mark.parametrize("table, name, why", [
+    ("params", "hypothalamus.pulse_mass_hill", "compiled into the core"),
+    ("variability", "hypothalamus.pulse_mass_hill", "compiled into the core"),
+    ("covariates", "hypothalamus.pulse_mass_hill", "compiled into the core"),
+    ("params", "numerics.slow_acceleration", "burn_in_accel"),
+])
+def test_parameter_a_run_would_ignore(table, name, why):
+    """A compiled-in exponent, or the equilibration speed-up the cohort sets itself, would
+    be accepted and silently change nothing: refused, saying why."""
+    value = "{ low = 2, high = 3 }" if table == "covariates" else "2"
+    text = mutate("[cohort.covariates]", f'[cohort.{table}]\n"{name}" = {value}\n'
+                  "[cohort.covariates]")
+    if table == "covariates":  # into the existing table
+        text = mutate("[cohort.covariates]", f'[cohort.covariates]\n"{name}" = {value}')
+    check(text, f"cohort.{table}.{name}", why, line=f'"{name}" = {value}')
+
+
 def test_unknown_covariate_and_bad_distribution():
     check(mutate("age = {", "agee = {"), "cohort.covariates.agee", "did you mean 'age'?",
           line="agee = {")

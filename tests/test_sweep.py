@@ -157,6 +157,8 @@ def test_inline_scenario_table(tmp_path):
 
 BAD = [
     ({"method": "gird"}, "sweep.method", "did you mean 'grid'"),
+    ({"axes": [{"name": "numerics.slow_acceleration", "values": [1, 5]}]},
+     "sweep.axis[0].name", "burn_in_accel"),
     ({"axes": [{"name": "steroid.shbx", "values": [20, 30]}]}, "sweep.axis[0].name",
      "steroid.shbg"),
     ({"axes": [{"name": "steroid.shbg", "values": [20, 900]}]}, "sweep.axis[0].values[1]",
