@@ -237,6 +237,17 @@ def _groups(ds, max_groups: int = 6):
     return [(labels[p], pp == p) for p in points]
 
 
+def _present_rows(ds):
+    """The points and patients with data: the rows of blocks missing from a merge
+    (``pulsehpg merge --allow-missing``) have point -1 and are left out of figures."""
+    keep = {}
+    if "point" in ds.coords and (ds["point"].values == -1).any():
+        keep["point"] = ds["point"].values != -1
+    if "patient_point" in ds and (ds["patient_point"].values == -1).any():
+        keep["patient"] = ds["patient_point"].values != -1
+    return ds.isel(keep) if keep else ds
+
+
 def _figure(n_panels: int, cols: int = 3, wide: bool = False):
     figure = _require("matplotlib.figure")  # no pyplot: no display, no global backend
     cols = min(cols, n_panels)
@@ -533,6 +544,7 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
     title = str(ds.attrs.get("scenario") or ds.attrs.get("name") or Path(path).stem)
     if kind in ("labs", "recovery", "sweep") and "patient_point" not in ds:
         raise PlotError(f"{path} has no patients")
+    ds = _present_rows(ds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices of unmeasured labs
         if kind == "labs":

@@ -782,7 +782,29 @@ def _open_results(path) -> h5py.File:
         f.close()
         raise StoreError(f"cannot read {path}: format_version {version!r} is newer than this "
                          f"pulsehpg reads ({FORMAT_VERSION}); upgrade pulsehpg", path=path)
+    absent = _absent_sources(path, f)
+    if absent:
+        f.close()
+        shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3
+                                         else "")
+        raise StoreError(
+            f"cannot read {path}: it is a merge of virtual views onto block files, and "
+            f"{len(absent)} of them are not where it points, relative to its folder ({shown}); "
+            f"their rows would read as empty. Keep the file beside its blocks folder, or make "
+            f"a self-contained file there with `pulsehpg merge {path.name} --consolidate`",
+            path=path, errno=_errno.ENOENT)
     return f
+
+
+def _absent_sources(path: Path, f: h5py.File) -> list[str]:
+    """The block files a virtual merge maps (paths relative to its folder) that are not
+    there, leaving out those already missing when it was merged (allow_missing): HDF5
+    reads the rows of an absent source as fill values, without an error."""
+    if "blocks" not in f.attrs or _py(f.attrs.get("consolidated", 1)):
+        return []
+    known = set(_py(f.attrs.get("missing_blocks", [])) or [])
+    return [b for b in _py(f.attrs["blocks"]) if b not in known
+            and not (path.parent / b).is_file()]
 
 
 def _attrs_of(f: h5py.File) -> dict:
@@ -832,7 +854,25 @@ def read(path, *, traces: bool = True) -> dict:
                 cd = _codes_of(ds)
                 if cd:
                     out["codes"][key] = cd
+    _absent_rows_as_nan(out)
     return out
+
+
+def _absent_rows_as_nan(out: dict) -> None:
+    """Rows of blocks missing from a virtual merge (point -1) read as fill values: NaN,
+    -1 or '', but False for a yes/no column, which would pass for an answer. Such columns
+    become floats with NaN in those rows (1.0 / 0.0 elsewhere)."""
+    for groups, key in ((("points",), "point"), (("patients", "visits", "traces"), "point")):
+        ids = out[groups[0]].get(key)
+        if ids is None or not np.any(ids == -1):
+            continue
+        absent = np.asarray(ids) == -1
+        for group in groups:
+            for name, arr in out[group].items():
+                if arr.dtype == bool and arr.ndim and arr.shape[0] == absent.size:
+                    col = arr.astype(np.float64)
+                    col[absent] = np.nan
+                    out[group][name] = col
 
 
 def read_attrs(path) -> dict:
@@ -982,7 +1022,12 @@ def inspect(path) -> str:
         visits = f.get("visits")
         n_visits = next(iter(visits.values())).shape[1] if visits is not None and len(visits) \
             else 0
-        lines.append(f"{n_points} points, {n_pat} patients, {n_visits} visits per patient")
+        absent = ""
+        if n_pat and a.get("missing_blocks") and f["patients/point"].is_virtual:
+            n_absent = int(np.count_nonzero(f["patients/point"][()] == -1))
+            absent = f" ({n_absent} of them in missing blocks: no data)" if n_absent else ""
+        lines.append(f"{n_points} points, {n_pat} patients{absent}, {n_visits} visits per "
+                     f"patient")
         if "traces" in f:
             nt = f["traces/time_h"].shape[0]
             lines.append(f"traces: {len(f['traces']) - 1} observables at {nt} times")

@@ -899,3 +899,39 @@ def test_consolidated_merge_failing_mid_copy_leaves_no_file(tmp_path, small_swee
     r = cli_run("merge", out, "--consolidate")
     assert r.exit_code == 0, r.output
     assert_same_results(out, small_sweep)
+
+
+def test_merged_file_away_from_its_blocks_and_missing_blocks(tmp_path):
+    """A virtual merge moved away from its blocks folder (or with a block deleted after the
+    merge) would read as fill values: refused, naming the absent blocks. Blocks missing at
+    merge time (--allow-missing) read as no data: NaN in the yes/no event columns, not
+    False, and the figures leave their rows out."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "sweep-restart.toml"
+    out = tmp_path / "q.h5"
+    assert cli_run("sweep", example, "-o", out, "-n", "2", "-q").exit_code == 0
+    full = pulsehpg.open_results(out)
+    (tmp_path / "away").mkdir()
+    shutil.copy(out, tmp_path / "away" / "q.h5")
+    for path in (tmp_path / "away" / "q.h5",):
+        r = cli_run("inspect", path)
+        assert r.exit_code == 2 and "18 of them are not where it points" in r.output
+        with pytest.raises(store.StoreError, match="merge q.h5 --consolidate"):
+            pulsehpg.open_results(path)
+    (tmp_path / "q.h5.blocks" / "block-00003.h5").unlink()
+    with pytest.raises(store.StoreError, match=r"1 of them .*block-00003\.h5"):
+        pulsehpg.open_results(out)
+    out.unlink()
+    assert cli_run("merge", out, "--allow-missing").exit_code == 0
+    r = cli_run("inspect", out)
+    assert r.exit_code == 0 and "72 patients (4 of them in missing blocks: no data)" in r.output
+    ds = pulsehpg.open_results(out)
+    absent = ds["patient_point"].values == -1
+    assert absent.sum() == 4
+    events = [v for v in ds.data_vars if v.startswith("event_")]
+    assert events
+    for v in events:
+        got, want = ds[v].values, full[v].values
+        assert np.isnan(got[absent]).all()
+        np.testing.assert_array_equal(got[~absent], want[~absent].astype(float))
+    r = cli_run("plot", out, "--kind", "sweep", "-o", tmp_path / "m.png")
+    assert r.exit_code == 0 and (tmp_path / "m.png").stat().st_size > 0
