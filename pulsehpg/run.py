@@ -145,13 +145,19 @@ class RunResult:
         tz = f"entry into '{sc.time_zero_phase}'" if sc.time_zero_phase else "start"
         if sc.time_zero_offset:
             tz += f" + {sc.time_zero_offset / 24:g} days"
-        lines.append(f"  recovery of sperm concentration (Kaplan-Meier, time zero: {tz})")
+        # a fraction by a time after everyone's follow-up ended would only repeat the last
+        follow = (r.horizon - self.outcomes["time_zero_h"]) / 24.0
+        longest = float(np.nanmax(follow)) if np.isfinite(follow).any() else 0.0
+        months = (6, 12, 24)
+        lines.append(f"  recovery of sperm concentration (Kaplan-Meier, time zero: {tz}; "
+                     f"follow-up after it {longest / 30.4375:.1f} months"
+                     + ("; -: past its end)" if months[-1] * 30.4375 > longest else ")"))
         for thr in SPERM_THRESHOLDS[1:]:
             key = f"sperm_ge_{thr:g}"
             t, e = self.outcomes[f"days_to_{key}"], self.outcomes[f"event_{key}"]
-            by = [fraction_by(t, e, m * 30.4375) for m in (6, 12, 24)]
-            lines.append(f"    >= {thr:>4g} M/mL by 6/12/24 months: "
-                         + " / ".join(f"{x:.2f}" for x in by))
+            by = [f"{fraction_by(t, e, m * 30.4375):.2f}" if m * 30.4375 <= longest else "-"
+                  for m in months]
+            lines.append(f"    >= {thr:>4g} M/mL by 6/12/24 months: " + " / ".join(by))
         return "\n".join(lines)
 
 

@@ -617,6 +617,31 @@ def test_outcomes_time_zero_and_ended_at():
     assert "b" in res.summary()
 
 
+def test_summary_shows_no_recovery_fraction_past_the_follow_up():
+    """Kaplan-Meier 'by 6/12/24 months' after everyone's follow-up ended would repeat the
+    last value (0.00 after two months of follow-up read as 'none recovered by 24 months')."""
+    text = """
+[cohort]
+n = 4
+[[phase]]
+name = "trt"
+duration = "2 weeks"
+[[phase]]
+name = "recovery"
+duration = "7 months"
+[[phase.visit]]
+every = "4 weeks"
+labs = ["semen"]
+[outcomes]
+time_zero = "recovery"
+"""
+    lines = [x for x in run(parse_scenario(text)).summary().splitlines() if "by 6/12/24" in x]
+    assert len(lines) == 3
+    for line in lines:
+        six, twelve, twentyfour = line.split(":")[1].split(" / ")
+        assert float(six) >= 0.0 and twelve.strip() == "-" and twentyfour.strip() == "-"
+
+
 # --- reproducibility ---------------------------------------------------------------------
 REPRO = """
 [cohort]
