@@ -286,6 +286,15 @@ def _settable(r, path: str, name: str):
         r.fail(path, str(e))
 
 
+def _unit_required(r, path: str, value) -> None:
+    """A duration in a file needs its unit: a bare 28 would be read as 28 hours where
+    28 days was likely meant (the Python API takes plain numbers as hours). 0 is 0 in
+    any unit."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0:
+        r.fail(path, f"{value!r} has no unit; write it with one, e.g. '{value:g} days', "
+                     f"'{value:g} weeks' or '{value:g} h'")
+
+
 class _Reader:
     """Typed access to a TOML table that records the key path for errors."""
 
@@ -359,6 +368,7 @@ class _Reader:
             if default is None:
                 self.fail(p, "is required (a duration such as '12 weeks')")
             return default
+        _unit_required(self, p, obj[key])
         try:
             h = parse_duration(obj[key], p)
         except ValueError as e:
@@ -433,14 +443,23 @@ def _cohort(r: _Reader, t) -> CohortSpec:
     return CohortSpec(n, phen, seed, params, variability, covs, det)
 
 
-def _dose(r: _Reader, t, path, drug) -> float:
+def _dose(r: _Reader, t, path, drug, continuous: bool | None) -> float:
+    """A dose in the drug's unit: per administration, or per hour for a continuous
+    schedule (then a string needs '/h'; continuous None: either, as set_dose finds it)."""
     v = t.get("dose")
     unit = DRUG_UNITS[drug]
     if isinstance(v, str):  # "200 mg"
         parts = v.split()
-        if len(parts) != 2 or parts[1] not in (unit, unit + "/h"):
+        allowed = {None: (unit, unit + "/h"), True: (unit + "/h",), False: (unit,)}[continuous]
+        if len(parts) != 2 or parts[1] not in allowed:
+            if continuous:
+                r.fail(f"{path}.dose", f"cannot read {v!r}; a continuous schedule takes a rate "
+                                       f"in {unit}/h, e.g. dose = '0.5 {unit}/h' (or 0.5)")
             r.fail(f"{path}.dose", f"cannot read {v!r}; write a number in {unit}, e.g. "
-                                   f"dose = 200 or dose = '200 {unit}'")
+                                   f"dose = 200 or dose = '200 {unit}'"
+                                   + (" (a rate in /h only with schedule = 'continuous')"
+                                      if continuous is False and v.strip().endswith("/h")
+                                      else ""))
         try:
             v = float(parts[0])
         except ValueError:
@@ -453,7 +472,9 @@ def _drug_plan(r: _Reader, t, path, duration: float | None = None) -> DrugPlan:
     t = r.table(t, path, {"name": "", "dose": "", "schedule": "", "times": "", "start": "",
                           "stop": ""})
     drug = r.string(t, "name", path, choices=list(DRUG_NAMES))
-    dose = _dose(r, t, path, drug)
+    continuous = isinstance(t.get("schedule"), str) and \
+        t["schedule"].strip().lower() == "continuous"
+    dose = _dose(r, t, path, drug, continuous)
     if "times" in t and "schedule" in t:
         r.fail(path, "give either 'schedule' or 'times', not both")
     start = r.duration(t, "start", path, default=0.0)
@@ -512,6 +533,7 @@ def _visits(r: _Reader, t, path, duration) -> VisitPlan:
         # "end": the phase's last instant, whatever its duration (a sweep or arm may set it)
         times = []
         for x in at:
+            _unit_required(r, f"{path}.at", x)
             try:
                 times.append(duration if x == "end" else parse_duration(x, "at"))
             except ValueError as e:
@@ -534,7 +556,7 @@ def _action(r: _Reader, t, path, phase_names) -> Action:
         return Action(kind, plan.drug, plan.dose, plan.schedule)
     if kind in ("stop_drug", "set_dose"):
         drug = r.string(t, "drug", path, choices=list(DRUG_NAMES))
-        dose = _dose(r, t, path, drug) if kind == "set_dose" else 0.0
+        dose = _dose(r, t, path, drug, None) if kind == "set_dose" else 0.0
         return Action(kind, drug, dose)
     if kind == "goto":
         return Action(kind, phase=r.string(t, "phase", path, choices=phase_names))

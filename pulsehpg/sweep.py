@@ -833,7 +833,7 @@ def _apply(sdoc: dict, axes, values, only: int | None = None) -> dict:
         for t in a.targets:
             entry = _get(doc, t)
             if a.kind == "duration":
-                entry["duration"] = v * a.factor
+                entry["duration"] = f"{v * a.factor!r} h"
             elif a.kind == "dose":
                 entry["dose"] = v
             else:

@@ -242,10 +242,25 @@ def test_unreadable_duration():
 def test_zero_negative_and_huge_durations():
     check(mutate('duration = "4 weeks"', 'duration = "0 h"'), "phase[1].duration",
           "longer than zero", line='duration = "0 h"')
-    check(mutate('duration = "4 weeks"', "duration = -3"), "phase[1].duration",
-          "non-negative", line="duration = -3")
+    check(mutate('duration = "4 weeks"', 'duration = "-3 days"'), "phase[1].duration",
+          "cannot read '-3 days'", line='duration = "-3 days"')
+    # a bare number would be hours (the Python API's convention), likely not what was meant
+    check(mutate('duration = "4 weeks"', "duration = 28"), "phase[1].duration",
+          "28 has no unit", "'28 days'", line="duration = 28")
     check(mutate('duration = "4 weeks"', 'duration = "1e30 years"'), "phase[1].duration",
           "'1e30 years'", "longest allowed (100 years)", line="1e30 years")
+
+
+def test_dose_unit_follows_the_schedule():
+    """A rate ('/h') only for a continuous schedule, and a continuous schedule's dose
+    string must be a rate: '25 mg/h' daily was read as 25 mg, '25 mg' continuous as 25 mg/h."""
+    check(mutate('dose = "25 mg"', 'dose = "25 mg/h"'), "phase[1].drug[0].dose",
+          "'25 mg/h'", "only with schedule = 'continuous'", line='dose = "25 mg/h"')
+    continuous = mutate('schedule = "daily"', 'schedule = "continuous"')
+    check(mutate('dose = "25 mg"', 'dose = "25 mg"', continuous), "phase[1].drug[0].dose",
+          "a continuous schedule takes a rate in mg/h", line='dose = "25 mg"')
+    ok = parse_scenario(mutate('dose = "25 mg"', 'dose = "0.5 mg/h"', continuous))
+    assert ok.phases[1].drugs[0].dose == 0.5
 
 
 def test_unknown_schedule():
