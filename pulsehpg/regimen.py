@@ -120,6 +120,13 @@ class RegimenRun:
         for name in self.custom_rules:
             if name not in names:
                 raise ValueError(f"rules: unknown phase {name!r}; phases: {', '.join(names)}")
+        for name, fs in self.custom_rules.items():
+            if callable(fs) or not all(callable(f) for f in fs):
+                raise ValueError(f"rules[{name!r}]: expected a list of callables "
+                                 f"f(VisitResult) -> [(action, mask), ...], got {fs!r:.80}")
+        if callable(processes) or not all(callable(f) for f in processes):
+            raise ValueError(f"processes: expected a list of callables f(run) -> generator, "
+                             f"got {processes!r:.80}")
         self.processes = processes
         self._infusion = np.zeros((n, len(DRUG_NAMES)))
         self._table_rate = np.zeros((n, len(DRUG_NAMES)))  # of the dose records
@@ -368,10 +375,19 @@ class RegimenRun:
             for action in rule.actions:
                 self._apply(g, action, fire, heap)
         for f in self.custom_rules.get(g.phase.name, ()):
-            for action, mask in f(result) or ():
+            where = f"rules[{g.phase.name!r}]: {getattr(f, '__name__', f)!r}"
+            for item in f(result) or ():
+                if isinstance(item, dict) or not (isinstance(item, tuple) and len(item) == 2):
+                    raise ValueError(f"{where} gave {item!r:.80}; a rule returns (action, "
+                                     f"mask) pairs, e.g. [({{'action': 'end'}}, mask)]")
+                action, mask = item
                 if isinstance(action, dict):
                     action = _action_from_dict(action, [p.name for p in self.scenario.phases])
-                m = np.asarray(mask, dtype=bool) & g.mask & self.active
+                mask = np.asarray(mask, dtype=bool)
+                if mask.shape != g.mask.shape:
+                    raise ValueError(f"{where} gave a mask of shape {mask.shape}; expected one "
+                                     f"value per patient, shape {g.mask.shape}")
+                m = mask & g.mask & self.active
                 if m.any():
                     self._apply(g, action, m, heap)
 

@@ -1285,6 +1285,10 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
         when all have run, SweepError names the failed blocks (nothing is merged; the
         finished blocks are kept for resume=True or merge(allow_missing=True)).
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ValueError(f"workers: expected a whole number >= 1 (or None: one per CPU core), "
+                         f"got {workers!r}")
     cfg = _as_config(config, patients, seed)
     shard = parse_shard(shard)
     out = Path(out) if out is not None else Path(f"{cfg.name}.h5")

@@ -449,6 +449,15 @@ def test_python_rule_errors():
     bad = [lambda v: [({"action": "goto", "phase": "zz"}, v.seen)]]
     with pytest.raises(ScenarioError, match="action.phase: unknown value 'zz'; allowed: a, b"):
         simulate(text, rules={"a": bad})
+    end = {"action": "end"}
+    with pytest.raises(ValueError, match=r"mask of shape \(2,\); expected .* shape \(3,\)"):
+        simulate(text, rules={"a": [lambda v: [(end, [True, False])]]})
+    with pytest.raises(ValueError, match=r"gave \{'action': 'end'\}; a rule returns \(action, mask\)"):
+        simulate(text, rules={"a": [lambda v: [end]]})
+    with pytest.raises(ValueError, match=r"^rules\['a'\]: expected a list of callables"):
+        simulate(text, rules={"a": lambda v: []})
+    with pytest.raises(ValueError, match=r"^processes: expected a list of callables"):
+        simulate(text, processes=[1])
 
 
 def test_process_gives_doses_and_holds_visits():

@@ -935,3 +935,10 @@ def test_merged_file_away_from_its_blocks_and_missing_blocks(tmp_path):
         np.testing.assert_array_equal(got[~absent], want[~absent].astype(float))
     r = cli_run("plot", out, "--kind", "sweep", "-o", tmp_path / "m.png")
     assert r.exit_code == 0 and (tmp_path / "m.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_are_refused_before_anything_is_written(tmp_path, workers):
+    with pytest.raises(ValueError, match=r"^workers: expected a whole number >= 1"):
+        pulsehpg.sweep(write_config(tmp_path), out=tmp_path / "s.h5", workers=workers)
+    assert not (tmp_path / "s.h5.blocks").exists()
