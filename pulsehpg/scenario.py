@@ -20,7 +20,7 @@ from .labs import LAB_TESTS
 from .nonmem import patient_count, read_dose_records
 from .params import BY_NAME, settable
 from .phenotypes import PHENOTYPES
-from .rules import Condition, parse_condition
+from .rules import LAB_NAMES, Condition, parse_condition
 from .schedule import Schedule, parse_schedule
 from .units import MAX_SPAN_H, parse_duration
 
@@ -639,6 +639,20 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
                        for j, v in enumerate(r.array(ph, "visit", where)))
         rules = tuple(_rule(r, x, f"{where}.rule[{j}]", names, j)
                       for j, x in enumerate(r.array(ph, "rule", where)))
+        if visits:  # a lab no visit of the phase draws is NaN whenever the rule is read
+            drawn = {x for v in visits for lab in v.labs
+                     for x in (("sperm_conc", "motility") if lab == "semen" else (lab,))}
+            for j, rule in enumerate(rules):
+                undrawn = sorted(rule.when.names & set(LAB_NAMES) - drawn)
+                if undrawn:
+                    tests = sorted({"semen" if u in ("sperm_conc", "motility") else u
+                                    for u in undrawn})
+                    have = sorted({lab for v in visits for lab in v.labs})
+                    r.fail(f"{where}.rule[{j}].when",
+                           f"reads {', '.join(undrawn)}, which no visit of phase {names[i]!r} "
+                           f"draws (labs: {', '.join(have)}): it would be missing (NaN) at "
+                           f"every visit, where a comparison is false; add "
+                           f"{', '.join(map(repr, tests))} to a visit's labs")
         for j, rule in enumerate(rules):  # a rule's visit counts are kept by name
             if rule.name in [x.name for x in rules[:j]]:
                 r.fail(f"{where}.rule[{j}].name", f"rule names must be unique in a phase; "

@@ -395,13 +395,17 @@ def test_rule_count_and_once(when, extra, first, count):
 
 
 def test_unmeasured_labs_make_comparisons_false():
-    # 'lh' is not measured at these visits: no comparison with it holds, '!=' included
-    text = COUNT.replace('labs = ["lh"]', 'labs = ["fsh"]')
+    # a lab not measured at a visit is NaN: no comparison with it holds, '!=' included
+    from pulsehpg.rules import parse_condition
+
+    values = {"lh": np.array([np.nan, np.nan]), "fsh": np.array([3.0, np.nan])}
     for when in ("lh != 4", "lh < 1e9", "lh == lh", "lh >= 0 or fsh < 0"):
-        rr, _ = simulate(text.replace("WHEN", when).replace("EXTRA", ""), n=2)
-        assert np.all(rr.rule_count["a.r"] == 0), when
-    rr, _ = simulate(text.replace("WHEN", "not lh < 4").replace("EXTRA", ""), n=2)
-    assert np.all(rr.rule_count["a.r"] == 1)  # 'not' of a false comparison is true
+        assert not parse_condition(when).evaluate(values).any(), when
+    assert parse_condition("not lh < 4").evaluate(values).all()  # 'not' of false is true
+    # a scenario whose rule reads a lab none of the phase's visits draws is refused
+    text = COUNT.replace('labs = ["lh"]', 'labs = ["fsh"]')
+    with pytest.raises(ScenarioError, match="reads lh, which no visit of phase 'a' draws"):
+        simulate(text.replace("WHEN", "lh < 4").replace("EXTRA", ""), n=2)
 
 
 def test_next_skips_and_ends():

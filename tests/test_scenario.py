@@ -263,6 +263,26 @@ def test_dose_unit_follows_the_schedule():
     assert ok.phases[1].drugs[0].dose == 0.5
 
 
+def test_rule_on_a_lab_no_visit_draws():
+    text = """
+[cohort]
+n = 2
+[[phase]]
+name = "a"
+duration = "8 weeks"
+[[phase.visit]]
+every = "4 weeks"
+labs = ["lh", "semen"]
+[[phase.rule]]
+name = "r"
+when = "t_total < 300 and sperm_conc > 1"
+then = [{ action = "end" }]
+"""
+    check(text, "phase[0].rule[0].when", "reads t_total, which no visit of phase 'a' draws",
+          "(labs: lh, semen)", "add 't_total'", line="when =")
+    assert parse_scenario(text.replace('"lh", "semen"', '"lh", "t_total", "semen"'))
+
+
 def test_unknown_schedule():
     check(mutate('schedule = "daily"', 'schedule = "hourly"'), "phase[1].drug[0].schedule",
           "'hourly'", "allowed: 'continuous', 'once', 'daily'", "every <duration>",

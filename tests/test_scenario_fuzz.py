@@ -324,6 +324,7 @@ def extreme_valid_documents(draw):
                         "labs": draw(st.lists(st.sampled_from(LAB_TESTS), min_size=1,
                                               unique=True))}]
         if draw(st.booleans()):
+            ph["visit"][0]["labs"] = list(LAB_TESTS)  # the rules read any lab
             ph["rule"] = [{
                 "name": f"r{j}",
                 "when": draw(st.sampled_from(["lh >= 0", "lh < 0", "days_in_phase >= 0",
