@@ -288,13 +288,9 @@ class ParamAssignment(click.ParamType):
         if not sep or not name or not text:
             self.fail(f"expected NAME=VALUE, e.g. 'steroid.shbg=50', got '{value}'", param, ctx)
         try:
-            par = lookup(name)
+            par = settable(name)  # unknown, compiled in, or set by the cohort itself
         except ValueError as e:
             self.fail(_one_line(e), param, ctx)
-        try:
-            settable(par.name)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
         try:
             v = float(text)
         except ValueError:

@@ -24,6 +24,15 @@ _ASSAYS = {
     "inhibin_b": ("inhibin_b", "cv_inh"),
 }
 LAB_TESTS = tuple(_ASSAYS) + ("semen",)
+SEMEN_VALUES = ("sperm_conc", "motility")  # what a semen analysis reports
+LAB_VALUES = tuple(_ASSAYS) + SEMEN_VALUES  # every value a visit can report
+
+
+def values_of(tests) -> set[str]:
+    """The lab values a visit drawing these tests reports."""
+    return {v for t in tests for v in (SEMEN_VALUES if t == "semen" else (t,))}
+
+
 _STREAM_BASE = 1 << 32  # side streams 2^32 + visit, apart from the variability stream
 
 

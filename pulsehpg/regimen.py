@@ -34,13 +34,14 @@ import simpy
 
 from . import labs as labs_mod
 from .cohort import DRUG_NAMES, Cohort
+from .labs import LAB_VALUES
 from .nonmem import expand_records, infusion_rates
 from .scenario import Action, DrugPlan, Phase, Scenario
 from .schedule import Schedule
 
 __all__ = ["RegimenRun", "VisitResult", "LAB_VARIABLES"]
 
-LAB_VARIABLES = ("lh", "fsh", "t_total", "t_free", "e2", "inhibin_b", "sperm_conc", "motility")
+LAB_VARIABLES = LAB_VALUES
 _VISIT, _STOP, _DOSE, _END = 0, 1, 2, 3
 
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .labs import LAB_VALUES
+
 __all__ = ["Condition", "CONDITION_NAMES", "parse_condition"]
 
-LAB_NAMES = ("lh", "fsh", "t_total", "t_free", "e2", "inhibin_b", "sperm_conc", "motility")
+LAB_NAMES = LAB_VALUES
 TIME_NAMES = ("days_in_phase", "weeks_in_phase", "months_in_phase", "weeks", "months")
 CONDITION_NAMES = LAB_NAMES + TIME_NAMES
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,

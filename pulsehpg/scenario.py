@@ -16,11 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .cohort import DRUG_NAMES, OBSERVABLES
-from .labs import LAB_TESTS
+from .labs import LAB_TESTS, LAB_VALUES, SEMEN_VALUES, values_of
 from .nonmem import patient_count, read_dose_records
 from .params import BY_NAME, settable
 from .phenotypes import PHENOTYPES
-from .rules import LAB_NAMES, Condition, parse_condition
+from .rules import Condition, parse_condition
 from .schedule import Schedule, parse_schedule
 from .units import MAX_SPAN_H, parse_duration
 
@@ -640,14 +640,12 @@ def parse_scenario(text: str, path: str | None = None, base_dir: Path | None = N
         rules = tuple(_rule(r, x, f"{where}.rule[{j}]", names, j)
                       for j, x in enumerate(r.array(ph, "rule", where)))
         if visits:  # a lab no visit of the phase draws is NaN whenever the rule is read
-            drawn = {x for v in visits for lab in v.labs
-                     for x in (("sperm_conc", "motility") if lab == "semen" else (lab,))}
+            have = sorted({lab for v in visits for lab in v.labs})
+            drawn = values_of(have)
             for j, rule in enumerate(rules):
-                undrawn = sorted(rule.when.names & set(LAB_NAMES) - drawn)
+                undrawn = sorted(rule.when.names & set(LAB_VALUES) - drawn)
                 if undrawn:
-                    tests = sorted({"semen" if u in ("sperm_conc", "motility") else u
-                                    for u in undrawn})
-                    have = sorted({lab for v in visits for lab in v.labs})
+                    tests = sorted({"semen" if u in SEMEN_VALUES else u for u in undrawn})
                     r.fail(f"{where}.rule[{j}].when",
                            f"reads {', '.join(undrawn)}, which no visit of phase {names[i]!r} "
                            f"draws (labs: {', '.join(have)}): it would be missing (NaN) at "

@@ -862,11 +862,11 @@ def _absent_rows_as_nan(out: dict) -> None:
     """Rows of blocks missing from a virtual merge (point -1) read as fill values: NaN,
     -1 or '', but False for a yes/no column, which would pass for an answer. Such columns
     become floats with NaN in those rows (1.0 / 0.0 elsewhere)."""
-    for groups, key in ((("points",), "point"), (("patients", "visits", "traces"), "point")):
-        ids = out[groups[0]].get(key)
-        if ids is None or not np.any(ids == -1):
+    for groups in (("points",), ("patients", "visits", "traces")):
+        ids = out[groups[0]].get("point")
+        absent = np.asarray(ids) == -1 if ids is not None else None
+        if absent is None or not absent.any():
             continue
-        absent = np.asarray(ids) == -1
         for group in groups:
             for name, arr in out[group].items():
                 if arr.dtype == bool and arr.ndim and arr.shape[0] == absent.size:
