@@ -546,9 +546,23 @@ def _visits(r: _Reader, t, path, duration) -> VisitPlan:
     return VisitPlan(tuple(times), tuple(labs))
 
 
+_ACTION_KEYS = {
+    "add_drug": ("action", "drug", "dose", "schedule"),
+    "stop_drug": ("action", "drug"),
+    "set_dose": ("action", "drug", "dose"),
+    "goto": ("action", "phase"),
+    "end": ("action",),
+}
+
+
 def _action(r: _Reader, t, path, phase_names) -> Action:
     t = r.table(t, path, {"action": "", "drug": "", "dose": "", "schedule": "", "phase": ""})
     kind = r.string(t, "action", path, choices=ACTIONS)
+    # a key another action takes would otherwise be dropped without a word
+    for key in t:
+        if key not in _ACTION_KEYS[kind]:
+            takes = ", ".join(k for k in _ACTION_KEYS[kind] if k != "action") or "nothing else"
+            r.fail(f"{path}.{key}", f"action {kind!r} does not take {key!r}; it takes {takes}")
     if kind == "add_drug":
         drug = r.string(t, "drug", path, choices=list(DRUG_NAMES))
         plan = _drug_plan(r, {"name": drug} | {k: t[k] for k in ("dose", "schedule") if k in t},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .units import parse_duration
+from .units import UNITS, parse_duration
 
 __all__ = ["Schedule", "parse_schedule", "PUMP_MAX_INTERVAL"]
 
@@ -66,7 +66,10 @@ def parse_schedule(text, what: str = "schedule") -> Schedule:
         try:
             period = parse_duration(m.group(1), what)
         except ValueError:
-            raise ValueError(f"{what}: cannot read {text!r}; allowed: {ALLOWED}") from None
+            raise ValueError(f"{what}: cannot read {m.group(1)!r} in {text!r} as a duration; "
+                             f"write 'every' and a number and a unit ({UNITS}), e.g. "
+                             f"'every 90 min' or 'every 3 days'; other schedules: "
+                             f"{ALLOWED}") from None
         if period < 0.25:
             raise ValueError(f"{what}: {text!r} is more often than every 15 min; use "
                              f"'continuous' for an infusion")

@@ -289,6 +289,16 @@ def test_unknown_schedule():
           line='schedule = "hourly"')
 
 
+def test_schedule_every_with_an_unknown_unit():
+    check(mutate('schedule = "daily"', 'schedule = "every 2 fortnights"'),
+          "phase[1].drug[0].schedule", "cannot read '2 fortnights'",
+          "(min, h, day, week, month, year)", "'every 90 min'", "'twice weekly'",
+          line='schedule = "every 2 fortnights"')
+    # abbreviations are accepted alike for every unit
+    for every in ("every 2 wks", "every 2 weeks", "every 48 hrs", "every 1 yr"):
+        assert parse_scenario(mutate('schedule = "daily"', f'schedule = "{every}"'))
+
+
 def test_schedule_too_frequent():
     check(mutate('schedule = "daily"', 'schedule = "every 5 min"'),
           "phase[1].drug[0].schedule", "'every 5 min'", "continuous",
@@ -388,6 +398,19 @@ def test_unknown_action():
     check(mutate('action = "end"', 'action = "stop"'), "phase[1].rule[0].then[0].action",
           "'stop'", "allowed: add_drug, stop_drug, set_dose, goto, end",
           line='action = "stop"')
+
+
+def test_action_refuses_keys_of_other_actions():
+    # before, a key that another action takes was dropped without a word
+    check(mutate('{ action = "end" }', '{ action = "end", drug = "hcg" }'),
+          "phase[1].rule[0].then[0].drug", "action 'end' does not take 'drug'",
+          "it takes nothing else", line='action = "end"')
+    check(mutate('{ action = "end" }',
+                 '{ action = "set_dose", drug = "hcg", dose = "500 IU", schedule = "daily" }'),
+          "phase[1].rule[0].then[0].schedule", "action 'set_dose' does not take 'schedule'",
+          "it takes drug, dose", line="set_dose")
+    check(mutate('{ action = "end" }', '{ action = "stop_drug", drug = "hcg", dose = 5 }'),
+          "phase[1].rule[0].then[0].dose", "'stop_drug' does not take 'dose'")
 
 
 def test_add_drug_action_needs_drug_and_schedule():
