@@ -3,7 +3,9 @@
 (a) Attach a Python rule to a phase of a shipped scenario: in the clomiphene scenario,
     men whose total testosterone is still below 400 ng/dL after 3 weeks of clomiphene
     get hCG 1500 IU twice weekly added.
-(b) Drive a Cohort from your own SimPy environment: a pharmacy process gives hCG twice
+(b) Add a SimPy process to a scenario's regimen (processes=): a research protocol draws
+    extra blood on days 2, 5 and 10, between the scenario's own visits.
+(c) Drive a Cohort from your own SimPy environment: a pharmacy process gives hCG twice
     weekly and a clinic process draws blood weekly, both on one clock.
 
 Usage: python examples/custom_experiment.py [N]   (N patients, default 100)
@@ -59,7 +61,24 @@ print(f"    hCG added for {rule.treated.sum()} of {N}; below 400 ng/dL at 6 week
       f"{np.mean(ruled.outcomes['end_t_total'] < 400):.0%}")
 
 
-# --- (b) a Cohort driven by your own SimPy processes ----------------------------------------
+# --- (b) a SimPy process beside a scenario's regimen -------------------------------------------
+def research_draws(regimen, days=(2, 5, 10)):
+    """Extra blood draws on the regimen's clock; they are logged with the visits."""
+    for day in days:
+        yield regimen.env.timeout(day * 24.0 - regimen.env.now)
+        regimen.visit(regimen.active, ["lh", "t_total"])
+
+
+drawn = run(SCENARIO, n=N, processes=[research_draws])
+visits = drawn.visits
+print(f"(b) {SCENARIO.name} with extra draws on days 2, 5 and 10 (processes=)")
+for day in (2, 5, 10):
+    at = np.isclose(visits["time_h"], day * 24.0)
+    print(f"    day {day:2d}: median LH {np.nanmedian(visits['lh'][at]):5.2f} IU/L, "
+          f"median T {np.nanmedian(visits['t_total'][at]):4.0f} ng/dL")
+
+
+# --- (c) a Cohort driven by your own SimPy processes ----------------------------------------
 env = simpy.Environment()
 cohort = pulsehpg.Cohort(N, phenotype="mild_secondary_hypogonadism", seed=7)
 labs = []
@@ -87,6 +106,6 @@ env.process(clinic(env, cohort))  # at equal times the clinic goes first: its ti
 env.process(pharmacy(env, cohort))  # for a day was always scheduled before the pharmacy's
 env.run(until=4 * 168.0 + 1.0)
 
-print(f"(b) hCG 1500 IU twice weekly, {N} patients (own SimPy processes)")
+print(f"(c) hCG 1500 IU twice weekly, {N} patients (own SimPy processes)")
 for day, t_total, lh in labs:
     print(f"    day {day:4.0f}: median T {t_total:5.0f} ng/dL, median LH {lh:5.2f} IU/L")

@@ -173,7 +173,32 @@ def _last_visit_values(r: RegimenRun, phase_index: int):
 
 def run(scenario, n: int | None = None, seed=None, *, threads: int = 1, rules=None,
         processes=(), patients=None) -> RunResult:
-    """Simulate a scenario (a Scenario or a path to a TOML file)."""
+    """Simulate a scenario and return its :class:`RunResult`.
+
+    Parameters
+    ----------
+    scenario : Scenario or str or Path
+        A parsed scenario or the path of a scenario TOML file.
+    n : int, optional
+        Number of patients (patients 0 .. n-1); default: the file's ``cohort.n``.
+    seed : int, optional
+        The cohort's seed; default: the file's ``cohort.seed``. A patient's trajectory
+        depends only on (seed, patient index).
+    threads : int, default 1
+        Threads the core uses for the cohort (the results are the same for any number).
+    rules : dict, optional
+        Python rules by phase name: ``{"phase": [f, ...]}``, each ``f(VisitResult)``
+        returning ``[(action, mask), ...]`` (an action is a dict such as a scenario
+        rule's ``then`` entry, a mask one bool per patient); evaluated after the
+        phase's own rules at each of its visits.
+    processes : sequence of callables, optional
+        ``f(regimen_run) -> generator``, started as SimPy processes beside the regimen;
+        they can use ``.env``, ``.cohort`` (after ``.sync()``) and ``.visit(mask, labs)``.
+    patients : array of int, optional
+        Run these patient indices instead of ``range(n)`` (e.g. one shard of a cohort).
+
+    See ``examples/custom_experiment.py`` for ``rules`` and ``processes``.
+    """
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     cohort = build_cohort(scenario, n, seed, patients=patients, threads=threads)

@@ -59,6 +59,9 @@ def test_custom_experiment_script():
     lines = out.stdout.splitlines()
     assert lines[0] == "(a) clomiphene-hypogonadism.toml, 5 patients"
     assert any(ln.startswith("    hCG added for ") for ln in lines)
-    assert "(b) hCG 1500 IU twice weekly, 5 patients (own SimPy processes)" in lines
+    assert any(ln.startswith("(b) ") and "(processes=)" in ln for ln in lines)
+    assert "(c) hCG 1500 IU twice weekly, 5 patients (own SimPy processes)" in lines
     days = [ln for ln in lines if ln.lstrip().startswith("day ")]
-    assert len(days) == 5 and "ng/dL" in days[-1]
+    # (b): the process's three draws found in the visit log (a NaN median would print nan)
+    assert len(days) == 3 + 5 and "ng/dL" in days[-1]
+    assert not any("nan" in ln for ln in days)
