@@ -659,13 +659,17 @@ def inspect_cmd(path):
                    "outcome against a swept axis; traces: sampled observables (if saved)")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
               help="the figure (PNG; the suffix picks the format)")
-@click.option("--threshold", type=PositiveNumber(unit="M/mL"), default=20.0,
-              show_default=True, help="sperm concentration (M/mL) for recovery and sweep")
+@click.option("--threshold", type=PositiveNumber(unit="M/mL"), default=None,
+              help="recovery, sweep: sperm concentration in M/mL (default: 20)")
 @click.option("--x", "x", metavar="AXIS", default=None,
               help="sweep: the swept axis on x (default: the first /points column)")
 @click.option("--y", "y", metavar="OUTCOME", default=None,
               help="sweep: plot the median of this per-patient outcome (default: fraction "
-                   "recovered to --threshold by 12 months)")
+                   "recovered to --threshold by --at)")
+@click.option("--at", "at", metavar="DURATION", default=None,
+              help="sweep: the time after time zero of the recovery fraction, e.g. '6 "
+                   "months' (default: 12 months, or the shortest follow-up of the points); "
+                   "points followed for less have no value")
 @click.option("--by", "by", metavar="AXIS", default=None,
               help="sweep: a second swept axis; draws the outcome as a surface over --x and "
                    "--by (other axes pooled)")
@@ -677,7 +681,7 @@ def inspect_cmd(path):
                    "sample)")
 @click.option("--span", metavar="DURATION", default=None,
               help="traces: length of the time window, e.g. '1 day' (default: to the end)")
-def plot_cmd(path, kind, out, threshold, x, y, by, patients, start, span):
+def plot_cmd(path, kind, out, threshold, x, y, by, at, patients, start, span):
     """Draw a figure of a results file (needs pip install 'pulsehpg[results]')."""
     from . import store
 
@@ -691,8 +695,8 @@ def plot_cmd(path, kind, out, threshold, x, y, by, patients, start, span):
     try:
         from .results import plot
 
-        written = plot(path, kind, out, threshold=threshold, x=x, y=y, by=by, patients=rows,
-                       start=start, span=span)
+        written = plot(path, kind, out, threshold=threshold, x=x, y=y, by=by, at=at,
+                       patients=rows, start=start, span=span)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None
     except (store.StoreError, ValueError) as e:

@@ -71,6 +71,9 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
     times = run.visit_time
     labs = run.visit_labs
     out: dict[str, np.ndarray] = {"time_zero_h": t0}
+    # how long after time zero the run followed the patient: a fraction "by" a later
+    # time would only repeat the last one
+    out["follow_up_days"] = (run.horizon - t0) / 24.0
     semen = np.isfinite(labs["sperm_conc"])
     base = np.full(n, np.inf) if baseline_sperm is None else baseline_sperm
     out["baseline_sperm_conc"] = base

@@ -90,7 +90,8 @@ def _long_name(group: str, name: str, given: str | None, meanings: dict) -> str:
         fixed = {"point": "sweep point of the patient", "replicate": "replicate cohort",
                  "patient": "patient index within the cohort",
                  "time_zero_h": "time zero of the outcomes",
-                 "ended_at_h": "time the patient's regimen ended"}
+                 "ended_at_h": "time the patient's regimen ended",
+                 "follow_up_days": "days the run followed the patient after time zero"}
         if name in fixed:
             return fixed[name]
         for prefix, what in (("days_to_", "days from time zero to "),
@@ -309,8 +310,8 @@ def _recovery_keys(ds, threshold: float) -> tuple[str, str]:
     key = f"sperm_ge_{threshold:g}"
     t, e = f"days_to_{key}", f"event_{key}"
     if t not in ds or e not in ds:
-        have = sorted(v[len("days_to_sperm_ge_"):] for v in ds.data_vars
-                      if v.startswith("days_to_sperm_ge_"))
+        have = sorted((v[len("days_to_sperm_ge_"):] for v in ds.data_vars
+                       if v.startswith("days_to_sperm_ge_")), key=float)
         raise PlotError(f"the file has no {t} (recovery thresholds in it: "
                         f"{', '.join(have) or 'none'} M/mL)")
     return t, e
@@ -341,36 +342,59 @@ def _plot_recovery(ds, title: str, threshold: float):
     return fig
 
 
-def _sweep_statistic(ds, threshold: float, y: str | None):
-    """stat(mask of patients) -> (value, 10th, 90th percentile), and its axis label."""
+def _sweep_statistic(ds, threshold: float, y: str | None, at: float | None = None):
+    """stat(mask of patients) -> (value, 10th, 90th percentile), its axis label and what
+    the title calls it. ``at``: days after time zero of the recovery fraction."""
     if y is None:
         tkey, ekey = _recovery_keys(ds, threshold)
         time = np.asarray(ds[tkey].values, dtype=float)
         event = np.asarray(ds[ekey].values).astype(bool)
+        # files written before follow_up_days: the last semen analysis is the follow-up
+        follow = (np.asarray(ds["follow_up_days"].values, dtype=float)
+                  if "follow_up_days" in ds else time)
+        points = np.asarray(ds["point"].values)
+        order = np.argsort(points)
+        per_point = np.full(points.size, -np.inf)  # the longest follow-up of each point
+        np.fmax.at(per_point, order[np.searchsorted(points[order], ds["patient_point"].values)],
+                   follow)
+        per_point = per_point[np.isfinite(per_point)]
+        shortest = per_point.min(initial=np.inf) if per_point.size else np.nan
+        if not shortest > 0:
+            raise PlotError(f"{tkey} has no follow-up after time zero in any point")
+        # a fraction by a time after a point's follow-up would repeat its last value
+        if at is None:
+            at = min(12 * DAYS_PER_MONTH, shortest)
+        elif not (per_point >= at - 1e-9).any():
+            raise PlotError(f"--at {at / DAYS_PER_MONTH:.3g} months is after the follow-up of "
+                            f"every point (the longest: {per_point.max() / DAYS_PER_MONTH:.3g} "
+                            f"months after time zero)")
 
         def stat(mask):
             ok = mask & np.isfinite(time)
-            if not ok.any():
+            if not ok.any() or not np.nanmax(follow[mask], initial=-np.inf) >= at - 1e-9:
                 return np.nan, np.nan, np.nan
-            f = fraction_by(time[ok], event[ok], 12 * DAYS_PER_MONTH)
-            return f, np.nan, np.nan
-        ylabel = f"fraction with sperm >= {threshold:g} M/mL by 12 months (Kaplan-Meier)"
-    else:
-        if y not in ds or ds[y].dims != ("patient",):
-            have = [v for v in ds.data_vars if ds[v].dims == ("patient",)]
-            raise PlotError(f"--y {y!r} is not a per-patient outcome in the file (outcomes: "
-                            f"{', '.join(have[:12])}{' ...' if len(have) > 12 else ''})")
-        values = np.asarray(ds[y].values, dtype=float)
+            return fraction_by(time[ok], event[ok], at), np.nan, np.nan
+        by = f"{at / DAYS_PER_MONTH:.3g} months"
+        ylabel = f"fraction with sperm >= {threshold:g} M/mL by {by} (Kaplan-Meier)"
+        what = f"recovery to {threshold:g} M/mL by {by}"
+        if (per_point < at - 1e-9).any():
+            what += " (no value where the follow-up is shorter)"
+        return stat, ylabel, what
+    if y not in ds or ds[y].dims != ("patient",):
+        have = [v for v in ds.data_vars if ds[v].dims == ("patient",)]
+        raise PlotError(f"--y {y!r} is not a per-patient outcome in the file (outcomes: "
+                        f"{', '.join(have[:12])}{' ...' if len(have) > 12 else ''})")
+    values = np.asarray(ds[y].values, dtype=float)
 
-        def stat(mask):
-            v = values[mask]
-            v = v[np.isfinite(v)]
-            if not v.size:
-                return np.nan, np.nan, np.nan
-            lo, med, hi = np.percentile(v, (10, 50, 90))
-            return med, lo, hi
-        ylabel = "median " + _axis_label(ds, y)
-    return stat, ylabel
+    def stat(mask):
+        v = values[mask]
+        v = v[np.isfinite(v)]
+        if not v.size:
+            return np.nan, np.nan, np.nan
+        lo, med, hi = np.percentile(v, (10, 50, 90))
+        return med, lo, hi
+    ylabel = "median " + _axis_label(ds, y)
+    return stat, ylabel, y
 
 
 def _swept_axis(axes_vars: list[str], name: str | None, option: str, default: str) -> str:
@@ -382,18 +406,19 @@ def _swept_axis(axes_vars: list[str], name: str | None, option: str, default: st
 
 
 def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None,
-                by: str | None = None):
+                by: str | None = None, at: float | None = None):
     axes_vars = [v for v in ds.data_vars if ds[v].dims == ("point",)]
     if not axes_vars:
         raise PlotError("the file has no swept axes (/points has only 'point'): use --kind "
                         "labs or recovery for a run")
     x = _swept_axis(axes_vars, x, "--x", axes_vars[0])
-    stat, ylabel = _sweep_statistic(ds, threshold, y)
     if by is not None:
         by = _swept_axis(axes_vars, by, "--by", by)
         if by == x:
             raise PlotError(f"--by {by!r} is also --x: a surface needs two different axes")
-        return _plot_surface(ds, title, x, by, stat, ylabel, y, threshold)
+    stat, ylabel, what = _sweep_statistic(ds, threshold, y, at)
+    if by is not None:
+        return _plot_surface(ds, title, x, by, stat, ylabel, y, what)
     pp = ds["patient_point"].values
     points = ds["point"].values
     others = [a for a in axes_vars if a != x]
@@ -418,13 +443,12 @@ def _plot_sweep(ds, title: str, threshold: float, x: str | None, y: str | None,
     ax.grid(alpha=0.3)
     if others:
         _legend(ax, len(set(key)))
-    what = y or f"recovery to {threshold:g} M/mL by 12 months"
     ax.set_title(f"{title}: {what} against {x}"
                  + (" (median, 10-90 %)" if y else ""), fontsize="medium", wrap=True)
     return fig
 
 
-def _plot_surface(ds, title, x, by, stat, label, y, threshold):
+def _plot_surface(ds, title, x, by, stat, label, y, what):
     """The outcome over two swept axes, pooling the patients of points that share both
     values (other axes pooled): a grid of cells when the values form a grid, else one
     coloured marker per point."""
@@ -456,7 +480,6 @@ def _plot_surface(ds, title, x, by, stat, label, y, threshold):
     fig.colorbar(mesh, ax=ax, label=label)
     ax.set_xlabel(_axis_label(ds, x, x))
     ax.set_ylabel(_axis_label(ds, by, by))
-    what = y or f"recovery to {threshold:g} M/mL by 12 months"
     ax.set_title(f"{title}: {what} over {x} and {by}", fontsize="medium", wrap=True)
     return fig
 
@@ -516,8 +539,14 @@ def _plot_traces(ds, title: str, patients=None, start=None, span=None):
     return fig
 
 
-def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
-         y: str | None = None, by: str | None = None, patients=None, start=None,
+# the options each kind of figure reads (any other one given is refused, not ignored)
+_PLOT_OPTIONS = {"labs": (), "recovery": ("threshold",),
+                 "sweep": ("threshold", "x", "y", "by", "at"),
+                 "traces": ("patients", "start", "span")}
+
+
+def plot(path, kind: str, out, *, threshold: float | None = None, x: str | None = None,
+         y: str | None = None, by: str | None = None, at=None, patients=None, start=None,
          span=None) -> Path:
     """Draw one figure of a results file to ``out`` (PNG, or any format matplotlib knows
     from the suffix) and return its path.
@@ -526,7 +555,9 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
     are 2-6 points, else pooled, with reference ranges shaded), 'recovery' (Kaplan-Meier
     time to sperm >= threshold M/mL, one curve per sweep point), 'sweep' (an outcome against
     the swept axis ``x``: by default the Kaplan-Meier fraction recovered to ``threshold``
-    by 12 months, else the median of the per-patient outcome ``y``; with a second axis
+    (default 20 M/mL) by ``at`` (hours or a duration; default 12 months, or the shortest
+    follow-up of the points if that is shorter; a point followed for less than ``at`` has
+    no value), else the median of the per-patient outcome ``y``; with a second axis
     ``by``, a surface over both, other axes pooled) or 'traces' (the
     patient rows ``patients`` as lines, by default every patient of a file with at most
     six, else the median and 10-90 % band; ``start`` and ``span``, hours or durations
@@ -536,6 +567,17 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
     """
     if kind not in PLOT_KINDS:
         raise PlotError(f"unknown kind {kind!r} (kinds: {', '.join(PLOT_KINDS)})")
+    given = {"threshold": threshold, "x": x, "y": y, "by": by, "at": at,
+             "patients": patients, "start": start, "span": span}
+    for name, value in given.items():
+        if value is not None and name not in _PLOT_OPTIONS[kind]:
+            takes = ", ".join(f"--{k}" for k in _PLOT_OPTIONS[kind]) or "no options"
+            raise PlotError(f"--{name} does not apply to a {kind!r} figure (it takes {takes})")
+    if kind == "sweep" and y is not None and (threshold is not None or at is not None):
+        raise PlotError(f"--{'threshold' if threshold is not None else 'at'} is for the "
+                        f"recovery fraction, not for the median of --y {y!r}")
+    threshold = 20.0 if threshold is None else threshold
+    at = None if at is None else parse_duration(at, "at") / 24.0
     out = Path(out)
     if not out.parent.is_dir():
         raise PlotError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -552,7 +594,7 @@ def plot(path, kind: str, out, *, threshold: float = 20.0, x: str | None = None,
         elif kind == "recovery":
             fig = _plot_recovery(ds, title, threshold)
         elif kind == "sweep":
-            fig = _plot_sweep(ds, title, threshold, x, y, by)
+            fig = _plot_sweep(ds, title, threshold, x, y, by, at)
         else:
             fig = _plot_traces(ds, title, patients,
                                None if start is None else parse_duration(start, "start"),

@@ -52,7 +52,7 @@ def build_cohort(scenario: Scenario, n: int | None = None, seed=None, *, patient
 
 
 def _outcome_unit(name: str) -> str:
-    if name.startswith("days_to_"):
+    if name.startswith("days_to_") or name == "follow_up_days":
         return "day"
     if name.endswith("_h"):
         return "h"
@@ -146,7 +146,7 @@ class RunResult:
         if sc.time_zero_offset:
             tz += f" + {sc.time_zero_offset / 24:g} days"
         # a fraction by a time after everyone's follow-up ended would only repeat the last
-        follow = (r.horizon - self.outcomes["time_zero_h"]) / 24.0
+        follow = self.outcomes["follow_up_days"]
         longest = float(np.nanmax(follow)) if np.isfinite(follow).any() else 0.0
         months = (6, 12, 24)
         lines.append(f"  recovery of sperm concentration (Kaplan-Meier, time zero: {tz}; "

@@ -179,6 +179,7 @@ def png_ok(path):
     ("sweep", "recovery", ()),
     ("sweep", "recovery", ("--threshold", "5")),
     ("sweep", "sweep", ()),
+    ("sweep", "sweep", ("--at", "4 weeks", "--threshold", "5")),
     ("sweep", "sweep", ("--y", "nadir_lh", "--x", "phase.trt.drug.testosterone_cypionate.dose")),
     ("traces", "traces", ()),
 ])
@@ -200,6 +201,16 @@ def test_plot_kinds(which, kind, extra, run_file, sweep_file, traces_file, tmp_p
     ("sweep", ("--kind", "recovery", "--threshold", "nan"), "allowed: a finite number > 0 M/mL"),
     ("sweep", ("--kind", "sweep", "--x", "steroid.shbg"), "not a swept axis"),
     ("sweep", ("--kind", "sweep", "--y", "nope"), "not a per-patient outcome"),
+    # its follow-up is 6 weeks: a fraction by 12 months would repeat the one at 6 weeks
+    ("sweep", ("--kind", "sweep", "--at", "12 months"),
+     "--at 12 months is after the follow-up of every point (the longest: 1.38 months"),
+    ("sweep", ("--kind", "sweep", "--y", "nadir_lh", "--threshold", "3"),
+     "--threshold is for the recovery fraction, not for the median of --y 'nadir_lh'"),
+    ("sweep", ("--kind", "labs", "--x", "phase.trt.drug.testosterone_cypionate.dose"),
+     "--x does not apply to a 'labs' figure (it takes no options)"),
+    ("sweep", ("--kind", "recovery", "--patients", "0"),
+     "--patients does not apply to a 'recovery' figure (it takes --threshold)"),
+    ("run", ("--kind", "traces", "--threshold", "5"), "--threshold does not apply"),
     ("missing", ("--kind", "labs"), "no such file"),
     ("notresults", ("--kind", "labs"), "not an HDF5 file"),
 ])
@@ -234,11 +245,52 @@ def test_plot_one_line_error_as_a_process(run_file, tmp_path):
     assert proc.stderr.count("\n") == 1 and "no traces" in proc.stderr
 
 
+SWEEP_FOLLOW_UP = {**SWEEP, "name": "tiny-follow-up",
+                   "sweep": {**SWEEP["sweep"], "patients": 4,
+                             "axis": [{"name": "phase.off.duration",
+                                       "values": ["6 weeks", "13 months"]}]}}
+
+
+@needs_plot
+def test_sweep_figure_has_no_value_past_a_points_follow_up(tmp_path):
+    """The 12-month fraction of a point followed for 6 weeks is missing, not the fraction
+    at 6 weeks carried forward; the other point's is the Kaplan-Meier fraction."""
+    from pulsehpg.outcomes import fraction_by
+    from pulsehpg.results import DAYS_PER_MONTH, _plot_sweep, open_results
+
+    path = tmp_path / "fu.h5"
+    pulsehpg.sweep(SWEEP_FOLLOW_UP, out=path, workers=1)
+    ds = open_results(path)
+    axis = "phase.off.duration"
+    pp, points = ds["patient_point"].values, ds["point"].values
+    t = ds["days_to_sperm_ge_1"].values
+    e = ds["event_sperm_ge_1"].values.astype(bool)
+    order = np.argsort(ds[axis].values)  # 6 weeks, then 13 months
+    short, long = (pp == points[order[0]]), (pp == points[order[1]])
+    assert np.all(ds["follow_up_days"].values[long] == pytest.approx(13 * DAYS_PER_MONTH))
+    assert np.all(ds["follow_up_days"].values[short] == pytest.approx(42.0))
+
+    fig = _plot_sweep(ds, "t", 1.0, axis, None, at=12 * DAYS_PER_MONTH)
+    (line,) = fig.axes[0].lines
+    xs, ys = line.get_data()
+    assert list(xs) == sorted(ds[axis].values)
+    assert np.isnan(ys[0])
+    assert ys[1] == fraction_by(t[long], e[long], 12 * DAYS_PER_MONTH)
+    assert "by 12 months (no value where the follow-up is shorter)" in fig.axes[0].get_title()
+
+    # by default: by 12 months or the shortest follow-up, here 6 weeks, for every point
+    fig = _plot_sweep(ds, "t", 1.0, axis, None)
+    ys = fig.axes[0].lines[0].get_data()[1]
+    assert list(ys) == [fraction_by(t[m], e[m], 42.0) for m in (short, long)]
+    assert "by 1.38 months against" in fig.axes[0].get_title()
+
+
 SWEEP2 = {**SWEEP, "name": "tiny-surface",
           "sweep": {**SWEEP["sweep"], "patients": 2,
                     "axis": [{"name": "phase.trt.drug.testosterone_cypionate.dose",
                               "values": [100, 400]},
-                             {"name": "phase.off.duration", "values": ["4 weeks", "6 weeks"]}]}}
+                             {"name": "phase.off.duration",
+                              "values": ["12 months", "13 months"]}]}}
 
 
 @pytest.fixture(scope="module")
