@@ -1027,6 +1027,12 @@ def export_sbml_cmd(out, phenotype, params_path, overrides, doses, pumps, days, 
     The patient is equilibrated as pulsehpg equilibrates a deterministic cohort; its
     GnRH pulses are a regular train, and every dose, infusion change and pump is an
     SBML event (time 0 is the equilibrated state)."""
+    from . import store
+
+    try:  # before the work: the export would replace its own input
+        store.check_not_input(out, (params_path, records_path))
+    except store.StoreError as e:
+        raise click.BadParameter(_one_line(e), param_hint="--out") from None
     params = _params_file(params_path) if params_path is not None else {}
     params |= dict(overrides)
     end = days * 24.0
@@ -1050,8 +1056,6 @@ def export_sbml_cmd(out, phenotype, params_path, overrides, doses, pumps, days, 
             text = to_sbml(phenotype, params, doses=bolus, infusions=infusions, pumps=pump_list)
     except ImportError as e:
         raise click.UsageError(_one_line(e)) from None
-    from . import store
-
     try:
         store.write_text(out, text)
     except store.StoreError as e:

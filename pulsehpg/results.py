@@ -581,6 +581,7 @@ def plot(path, kind: str, out, *, threshold: float | None = None, x: str | None 
     out = Path(out)
     if not out.parent.is_dir():
         raise PlotError(f"cannot write {out}: folder {out.parent} does not exist")
+    store.check_not_input(out, (path,))
     ds = open_results(path)
     _require("matplotlib.backends.backend_agg")  # Figure.savefig renders with Agg
     title = str(ds.attrs.get("scenario") or ds.attrs.get("name") or Path(path).stem)

@@ -543,14 +543,50 @@ def _check_target(final: Path, overwrite: bool, action: str = "write") -> None:
                          path=final, errno=_errno.EEXIST)
 
 
-def check_writable(path) -> Path:
-    """Raise StoreError now if a results file could not be written at ``path``.
+def _check_replaceable(final: Path) -> None:
+    """A results writer replaces an older results file, never another kind of file (a
+    mistyped -o naming a config or a report would destroy it)."""
+    if not final.exists():
+        return
+    try:
+        with h5py.File(final, "r") as f:
+            ours = f.attrs.get("format") == FORMAT
+    except OSError:
+        ours = False
+    if not ours:
+        raise StoreError(f"cannot write results to {final}: the file exists and is not a "
+                         f"pulsehpg results file; remove it or choose another path",
+                         path=final, errno=_errno.EEXIST)
+
+
+def check_writable(path, results: bool = True) -> Path:
+    """Raise StoreError now if a results file (or with ``results=False`` any file) could
+    not be written at ``path``: a missing or unwritable folder, or an existing file that
+    is not pulsehpg results (such as the command's own config).
 
     Lets a command refuse a bad ``-o`` before a long simulation, not after it.
     """
     final = Path(path)
     _check_target(final, overwrite=True)
+    if results:
+        _check_replaceable(final)
     return final
+
+
+def check_not_input(path, inputs) -> None:
+    """Raise StoreError if ``path`` is (the same file as) one of ``inputs``."""
+    final = Path(path)
+    for source in inputs:
+        if source is None:
+            continue
+        try:
+            same = final.exists() and os.path.samefile(final, source)
+        except OSError:
+            same = False
+        if same:
+            raise StoreError(f"cannot write {final}: it is the input file {source}, which "
+                             f"writing would destroy; choose another output path",
+                             path=final, errno=_errno.EEXIST)
 
 
 def _remove_quietly(path: Path) -> None:
@@ -755,6 +791,7 @@ def write_block(path, *, config_text: str, seed: int, points: Mapping,
                         code_hash=code_hash)
     final = Path(path)
     _check_target(final, overwrite)
+    _check_replaceable(final)
     _atomic_write(final, lambda f: _write_content(f, content), "write", in_memory)
     return final
 
@@ -1261,6 +1298,7 @@ def merge(block_paths: Sequence, out_path, *, consolidate: bool,
         raise MissingBlocksError(f"merge: none of the {len(plan)} blocks exist", missing=missing,
                                  n_expected=len(plan), path=out, errno=_errno.ENOENT)
     _check_target(out, True, "merge into")
+    _check_replaceable(out)
 
     # Blocks are scanned one at a time and only their sizes are kept (memory stays flat
     # in the number of blocks): each is checked against the first, and its point ids go

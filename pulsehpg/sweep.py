@@ -1297,7 +1297,7 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
         _mpi_pool_class()  # before anything is written: no folder left behind without mpi4py
     store.check_writable(out)
     store.make_dir(bdir)
-    store.check_writable(bdir / MANIFEST)
+    store.check_writable(bdir / MANIFEST, results=False)
     mpath = bdir / MANIFEST
     manifest = _manifest(cfg, out)
     if mpath.exists():

@@ -258,3 +258,35 @@ def test_console_script(tmp_path):
     bad = run_process(["simulate", "--days", "soon"], tmp_path, command=[str(script)])
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
+
+
+# --- an output that would destroy a file --------------------------------------------------
+TINY_RUN = """
+[cohort]
+n = 2
+[[phase]]
+name = "a"
+duration = "2 days"
+"""
+
+
+def test_results_never_replace_an_input_or_another_kind_of_file(tmp_path):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_RUN)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for target in (scenario, notes):
+        r = run("run", str(scenario), "-o", str(target))
+        assert r.exit_code == 2, r.output
+        assert "exists and is not a pulsehpg results file" in r.output
+    assert scenario.read_text() == TINY_RUN and notes.read_text() == "my notes\n"
+    out = tmp_path / "r.h5"
+    ok("run", str(scenario), "-o", str(out))
+    ok("run", str(scenario), "-o", str(out))  # its own results: replaced
+    r = run("plot", str(out), "--kind", "labs", "-o", str(out))
+    assert r.exit_code == 2 and "it is the input file" in r.output, r.output
+    params = tmp_path / "p.toml"
+    params.write_text('"steroid.shbg" = 40\n')
+    r = run("export-sbml", "-o", str(params), "--params", str(params))
+    assert r.exit_code == 2 and "it is the input file" in r.output, r.output
+    assert params.read_text() == '"steroid.shbg" = 40\n'

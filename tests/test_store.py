@@ -202,6 +202,23 @@ def test_missing_directory_and_not_a_directory(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_results_replace_only_results(tmp_path):
+    """An older results file is replaced; any other file (a config, plain HDF5) is not."""
+    path = store.write_block(tmp_path / "b.h5", **block_args())
+    assert store.write_block(path, **block_args(1)) == path
+    assert store.read(path)["points"]["point"][0] == store.read(
+        store.write_block(tmp_path / "c.h5", **block_args(1)))["points"]["point"][0]
+    (tmp_path / "config.toml").write_text("[sweep]\n")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = [1, 2]
+    for name in ("config.toml", "other.h5"):
+        with pytest.raises(store.StoreError, match="is not a pulsehpg results file"):
+            store.write_block(tmp_path / name, **block_args())
+    assert (tmp_path / "config.toml").read_text() == "[sweep]\n"
+    with h5py.File(tmp_path / "other.h5", "r") as f:
+        assert list(f) == ["x"]
+
+
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                     reason="root writes into read-only directories")
 def test_read_only_directory(tmp_path):
