@@ -33,6 +33,7 @@ import numpy as np
 from . import __version__, model
 from .params import REGISTRY, Param, lookup, settable
 from .phenotypes import PHENOTYPES
+from .cohort import MAX_PATIENTS
 from .units import MAX_SPAN_H, parse_duration
 
 __all__ = [
@@ -96,6 +97,12 @@ class PulseGroup(click.Group):
             where = ctx.command_path if ctx is not None else (prog_name or PROG)
             click.echo(f"{where}: error: {_one_line(e.format_message())}", err=True)
             sys.exit(e.exit_code)
+        except MemoryError as e:  # numpy names the size it could not allocate
+            click.echo(f"{prog_name or PROG}: error: out of memory "
+                       f"({_one_line(e) or 'an allocation failed'}): run fewer patients (-n), "
+                       f"sample traces less often, or run a sweep, which simulates in blocks",
+                       err=True)
+            sys.exit(2)
         except click.Abort as e:
             if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: the shell's 128 + SIGINT
                 click.echo(f"{prog_name or PROG}: interrupted", err=True)
@@ -122,6 +129,7 @@ def user_errors(param_hint: str | None = None):
         if param_hint:
             raise click.BadParameter(_one_line(e), param_hint=param_hint) from None
         raise click.UsageError(_one_line(e)) from None
+
 
 
 # ---------------------------------------------------------------------------
@@ -516,7 +524,8 @@ def summary_table(names, baseline: dict, end: dict, days: float) -> str:
 @cli.command("simulate")
 @click.option("--phenotype", type=click.Choice(tuple(PHENOTYPES)), default="eugonadal",
               show_default=True, help="Patient phenotype (see `pulsehpg phenotypes`).")
-@click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=100,
+@click.option("-n", "--patients", "n", type=click.IntRange(min=1, max=MAX_PATIENTS),
+              default=100,
               show_default=True, help="Number of virtual patients.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed; the same seed gives the same patients.")
@@ -604,7 +613,8 @@ def check_cmd(scenario):
 @click.argument("scenario", metavar="SCENARIO.toml")
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="write results to this HDF5 file")
-@click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
+@click.option("-n", "--patients", "n", type=click.IntRange(min=1, max=MAX_PATIENTS),
+              default=None,
               help="number of patients (default: the scenario's)")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="root seed (default: the scenario's)")
@@ -736,7 +746,8 @@ def _writable_folder(out: str) -> None:
 @click.option("-o", "--out", default="validation-report", show_default=True,
               help="folder for report.md and one PNG figure per scenario (created if needed; "
                    "figures need the results extra)")
-@click.option("-n", "--patients", "n", type=click.IntRange(min=1), default=None,
+@click.option("-n", "--patients", "n", type=click.IntRange(min=1, max=MAX_PATIENTS),
+              default=None,
               help="patients per arm (default: each file's cohort.n, 200 for most; "
                    "deterministic single-patient arms keep theirs)")
 @click.option("--only", metavar="IDS", default=None,
@@ -859,7 +870,8 @@ def _store_error(e) -> click.UsageError:
                    "(refused if the config changed)")
 @click.option("--consolidate", is_flag=True,
               help="copy the blocks into OUT instead of virtual views onto OUT.blocks/")
-@click.option("-n", "--patients", type=click.IntRange(min=1), default=None,
+@click.option("-n", "--patients", type=click.IntRange(min=1, max=MAX_PATIENTS),
+              default=None,
               help="patients per point and replicate (default: the config's)")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="root seed (default: the config's)")

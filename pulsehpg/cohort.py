@@ -17,11 +17,15 @@ from .params import REGISTRY, lookup, settable
 from .phenotypes import get_phenotype
 from .units import parse_duration
 
-__all__ = ["Cohort", "Numerics", "DRUG_NAMES", "OBSERVABLES", "root_key"]
+__all__ = ["Cohort", "Numerics", "DRUG_NAMES", "MAX_PATIENTS", "OBSERVABLES", "root_key"]
 
 DRUG_NAMES = tuple(d.name for d in model.DRUGS)
 OBSERVABLES = tuple(o.name for o in model.OUTPUTS)
 UNITS = {o.name: o.unit for o in model.OUTPUTS}
+# the most patients one cohort (a scenario's cohort.n, a sweep's patients per point) may
+# have: about 6 kB of state and coefficients each, 60 GB at this size; more is a typo
+MAX_PATIENTS = 10_000_000
+MIN_RECORD_EVERY = 1.0 / 3600.0  # h: one second
 _P_INDEX = {p.name: i for i, p in enumerate(REGISTRY)}
 _FACTORS = np.array([p.core_factor for p in REGISTRY])
 _ACCEL = _P_INDEX["numerics.slow_acceleration"]
@@ -161,11 +165,17 @@ class Cohort:
         if patients is None:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"n: expected a positive number of patients, got {n!r}")
+            if n > MAX_PATIENTS:
+                raise ValueError(f"n: {n} patients; one cohort holds at most {MAX_PATIENTS:,} "
+                                 f"(a sweep runs larger numbers in blocks)")
             patients = np.arange(int(n))
         patients = np.asarray(patients)
         if patients.ndim != 1 or patients.size == 0 or not np.issubdtype(patients.dtype, np.integer) \
                 or np.any(patients < 0):
             raise ValueError("patients: expected a non-empty 1-D array of non-negative integers")
+        if patients.size > MAX_PATIENTS:
+            raise ValueError(f"patients: {patients.size} of them; one cohort holds at most "
+                             f"{MAX_PATIENTS:,}")
         if n is not None and n != patients.size:
             raise ValueError(f"n: {n} does not match len(patients) = {patients.size}")
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
@@ -441,8 +451,9 @@ class Cohort:
         Changing what is recorded once something has been recorded is refused.
         """
         every = None if every is None else parse_duration(every, "every")
-        if every is not None and every <= 0:
-            raise ValueError(f"every: must be a positive duration, got {every!r}")
+        if every is not None and not every >= MIN_RECORD_EVERY:
+            raise ValueError(f"every: must be at least 1 s ({MIN_RECORD_EVERY:.3g} h), got "
+                             f"{every!r} h")
         obs = list(range(len(OBSERVABLES)))
         if observables is not None:
             names = [observables] if isinstance(observables, str) else list(observables)

@@ -15,7 +15,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .cohort import DRUG_NAMES, OBSERVABLES
+from .cohort import DRUG_NAMES, MAX_PATIENTS, OBSERVABLES
 from .labs import LAB_TESTS, LAB_VALUES, SEMEN_VALUES, values_of
 from .nonmem import patient_count, read_dose_records
 from .params import BY_NAME, settable
@@ -416,7 +416,7 @@ def _distribution(r: _Reader, v, path: str, lo: float, hi: float) -> Distributio
 def _cohort(r: _Reader, t) -> CohortSpec:
     t = r.table(t, "cohort", {"n": "", "phenotype": "", "seed": "", "params": "",
                               "variability": "", "covariates": "", "deterministic": ""})
-    n = r.number(t, "n", "cohort", default=100, low=1, high=10_000_000, integer=True)
+    n = r.number(t, "n", "cohort", default=100, low=1, high=MAX_PATIENTS, integer=True)
     phen = r.string(t, "phenotype", "cohort", default="eugonadal", choices=list(PHENOTYPES))
     seed = r.number(t, "seed", "cohort", default=0, low=0, high=2**63 - 1, integer=True)
     det = t.get("deterministic", False)

@@ -72,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from . import store
+from .cohort import MAX_PATIENTS
 from .params import BY_NAME, lookup, settable
 from .scenario import (COVARIATES, DRUG_UNITS, Scenario, ScenarioError, _Reader, load_scenario,
                        parse_scenario, read_text)
@@ -724,13 +725,13 @@ def _build(doc: dict, text: str, base_dir: Path, source: str | None, patients_ov
     replicates = c.integer(s, "replicates", "sweep", default=1, low=1, high=1_000_000)
     if patients_override is not None:
         if isinstance(patients_override, bool) or not isinstance(patients_override, int) \
-                or patients_override < 1:
-            raise ValueError(f"patients: expected a positive whole number, got "
-                             f"{patients_override!r}")
+                or not 1 <= patients_override <= MAX_PATIENTS:
+            raise ValueError(f"patients: expected a whole number from 1 to {MAX_PATIENTS:,} "
+                             f"(per point and replicate), got {patients_override!r}")
         patients = patients_override
     else:
         patients = c.integer(s, "patients", "sweep", default=sc.cohort.n, low=1,
-                             high=10_000_000)
+                             high=MAX_PATIENTS)
     if seed_override is not None:
         if isinstance(seed_override, bool) or not isinstance(seed_override, int) \
                 or not 0 <= seed_override < 2**63:

@@ -290,3 +290,25 @@ def test_results_never_replace_an_input_or_another_kind_of_file(tmp_path):
     r = run("export-sbml", "-o", str(params), "--params", str(params))
     assert r.exit_code == 2 and "it is the input file" in r.output, r.output
     assert params.read_text() == '"steroid.shbg" = 40\n'
+
+
+def test_patient_counts_beyond_one_cohort_are_refused(tmp_path):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(TINY_RUN)
+    for args in (("simulate", "-n", "100000000000", "--days", "1"),
+                 ("run", str(scenario), "-n", "100000000000")):
+        r = run(*args)
+        assert r.exit_code == 2 and "1<=x<=10000000" in r.output, r.output
+
+
+def test_out_of_memory_is_one_line_exit_2(tmp_path):
+    """A cohort larger than memory (here: memory capped for a child process) ends with one
+    line naming what to change, not numpy's traceback."""
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from pulsehpg.cli import main; sys.argv = ['pulsehpg', 'simulate', '-n', "
+            "'5000000', '--days', '1']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "out of memory" in proc.stderr
+    assert "run fewer patients (-n)" in proc.stderr

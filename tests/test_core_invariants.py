@@ -357,6 +357,7 @@ def test_bad_dose_amount(small, amount):
     (lambda c: c.set_pump("gonadorelin", 5.0, "1 s"), "interval"),
     (lambda c: c.set_params({"steroid.shbg": -3.0}), "values"),
     (lambda c: c.record(every="soon"), "every"),
+    (lambda c: c.record(every=1e-9), "every: must be at least 1 s"),  # 1e14 samples a year
     (lambda c: c.advance_to(np.nan), "t"),
 ])
 def test_bad_values_name_the_argument(small, call, arg):
@@ -392,6 +393,9 @@ def test_mask_of_wrong_length_or_type(small, call, mask):
 def test_bad_cohort_arguments():
     with pytest.raises(ValueError, match="^n:"):
         Cohort(0)
+    # refused before anything is allocated (1e11 patients would need 600 TB)
+    with pytest.raises(ValueError, match="^n: 100000000000 patients; one cohort holds at most"):
+        Cohort(10**11)
     with pytest.raises(ValueError, match="^patients:"):
         Cohort(patients=[1, -2], equilibrate=False)
     with pytest.raises(ValueError, match="^threads:"):
