@@ -315,10 +315,21 @@ DOSE_OPTION = click.option(
     help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at time 0, repeated "
          "every EVERY if given until --days, e.g. 'testosterone_enanthate:200:1 week'. "
          "Repeatable.")
+def _one_pump_per_drug(ctx, param, pumps):
+    # a patient has one pump per drug: a second would silently replace the first
+    seen = set()
+    for p in pumps:
+        if p.drug in seen:
+            raise click.BadParameter(f"two pumps of {p.drug}; a patient has one pump per drug "
+                                     f"(give one --pump per drug)", param_hint="'--pump'")
+        seen.add(p.drug)
+    return pumps
+
+
 PUMP_OPTION = click.option(
-    "--pump", "pumps", type=PumpSpec(), multiple=True,
+    "--pump", "pumps", type=PumpSpec(), multiple=True, callback=_one_pump_per_drug,
     help="Pump giving DOSE every INTERVAL (15 min to 8 h) from time 0, "
-         "e.g. 'gonadorelin:10:90 min'. Repeatable.")
+         "e.g. 'gonadorelin:10:90 min'. Repeatable, one per drug.")
 SET_OPTION = click.option(
     "--set", "overrides", type=ParamAssignment(), multiple=True,
     help="Set a parameter, in its registry unit (see `pulsehpg params`), e.g. "

@@ -490,6 +490,15 @@ def _resolve_name(c: _Checker, name, path: str, sdoc: dict, sc: Scenario):
             c.fail(path, f"{name!r}: rule {rule_name!r} of phase {pname!r} has no "
                          f"{' or '.join(kinds)} action for {drug!r}")
     where = f"rule {rule_name} of phase {pname}" if rule_name else f"phase {pname}"
+    # an axis sets every entry of the drug there: fine when they agree (a rule's add_drug
+    # and set_dose of one dose), a silent flattening when they differ (loading and
+    # maintenance doses)
+    key = "dose" if what == "dose" else "schedule"
+    given = [_get(sdoc, t).get(key) for t in entries]
+    if len({repr(v) for v in given}) > 1:
+        c.fail(path, f"{name!r}: {where} has {len(entries)} entries of {drug} with different "
+                     f"{key}s ({', '.join(repr(v) for v in given)}), and an axis would set them "
+                     f"all to one value: give the entry to sweep a phase of its own")
     if what == "dose":
         unit = DRUG_UNITS[drug]
         if any(str(_get(sdoc, t).get("schedule", "")).strip().lower() == "continuous"

@@ -312,3 +312,12 @@ def test_out_of_memory_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "out of memory" in proc.stderr
     assert "run fewer patients (-n)" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [("simulate", "-n", "2", "--days", "1"),
+                                     ("export-sbml", "-o", "unused.xml")])
+def test_two_pumps_of_one_drug_are_refused(command):
+    # the second replaced the first without a word
+    r = run(*command, "--phenotype", "chh", "--pump", "gonadorelin:10:90 min",
+            "--pump", "gonadorelin:5:60 min")
+    assert r.exit_code == 2 and "two pumps of gonadorelin" in r.output, r.output

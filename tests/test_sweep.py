@@ -221,6 +221,33 @@ def test_structural_parameter_and_interval_of_a_times_schedule(tmp_path):
     assert load_config(p).axes[0].unit == "week"
 
 
+def test_axis_on_a_drug_given_twice_with_different_doses(tmp_path):
+    """Two entries of one drug in a phase (a loading and a maintenance dose) are not
+    flattened to the axis value; two that agree are both set."""
+    second = ('[[phase.drug]]\nname = "clomiphene"\ndose = "{dose}"\n'
+              'schedule = "every 3 days"\n[[phase.visit]]')
+    for dose, ok in (("50 mg", False), ("25 mg", True)):
+        text = SCENARIO.replace("[[phase.visit]]", second.format(dose=dose), 1)
+        (tmp_path / "tiny.toml").write_text(text)
+        p = tmp_path / "s.toml"
+        p.write_text(sweep_text(axes=[{"name": "phase.serm.drug.clomiphene.dose",
+                                       "values": ["10 mg", "20 mg"]}]))
+        if ok:
+            cfg = load_config(p)
+            assert len(cfg.axes[0].targets) == 2
+            continue
+        with pytest.raises(ScenarioError) as info:
+            load_config(p)
+        msg = str(info.value)
+        assert msg.startswith("sweep.axis[0].name"), msg
+        assert "2 entries of clomiphene with different doses ('25 mg', '50 mg')" in msg
+        assert "a phase of its own" in msg
+    p.write_text(sweep_text(axes=[{"name": "phase.serm.drug.clomiphene.interval",
+                                   "values": ["1 day", "2 days"]}]))
+    with pytest.raises(ScenarioError, match="different schedules \\('daily', 'every 3 days'\\)"):
+        load_config(p)
+
+
 def test_axis_value_that_breaks_the_scenario_names_the_axis(tmp_path):
     text = SCENARIO.replace('schedule = "daily"', 'schedule = "daily"\nstart = "3 weeks"')
     (tmp_path / "tiny.toml").write_text(text)
