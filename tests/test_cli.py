@@ -179,7 +179,7 @@ BAD_INPUTS = [
     (["simulate", "--set", "steroid.shbg=high"], "'high' is not a number"),
     (["simulate", "--set", "hypothalamus.pulse_mass_hill=2"], "compiled into the core"),
     (["simulate", "--show", "testosterone"], "'testosterone' is not one of 'lh'"),
-    (["simulate", "-n", "0"], "0 is not in the range x>=1"),
+    (["simulate", "-n", "0"], "0 is not in the range 1<=x<=10000000"),
     (["simulate", "-n", "many"], "'many' is not a valid integer"),
     (["simulate", "--days", "-3"], "'-3' is not allowed; allowed: a number in (0, 36525] days"),
     (["simulate", "--days", "nan"], "'nan' is not allowed; allowed: a number in (0, 36525]"),
