@@ -819,6 +819,13 @@ def _open_results(path) -> h5py.File:
         f.close()
         raise StoreError(f"cannot read {path}: format_version {version!r} is newer than this "
                          f"pulsehpg reads ({FORMAT_VERSION}); upgrade pulsehpg", path=path)
+    # what every results file has (a file cut short or written by hand may not)
+    lacking = [k for k in ("config", "points", "patients") if k not in f]
+    lacking += [f"attribute {a}" for a in ("kind", "seed", "config_sha256") if a not in f.attrs]
+    if lacking:
+        f.close()
+        raise StoreError(f"cannot read {path}: a damaged pulsehpg results file (no "
+                         f"{', '.join(lacking)})", path=path)
     absent = _absent_sources(path, f)
     if absent:
         f.close()

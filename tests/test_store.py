@@ -334,6 +334,13 @@ def test_read_errors(tmp_path):
         f.attrs["format"] = "something-else"
     with pytest.raises(store.StoreError, match="not a pulsehpg results file"):
         store.read(tmp_path / "other.h5")
+    # the format attribute alone (a damaged or hand-made file): named, not a KeyError
+    path = store.write_block(tmp_path / "b.h5", **block_args())
+    with h5py.File(path, "a") as f:
+        del f["config"]
+    for read in (store.read, store.inspect):
+        with pytest.raises(store.StoreError, match=r"a damaged pulsehpg results file \(no config\)"):
+            read(path)
 
 
 def test_inspect(tmp_path):
