@@ -742,6 +742,9 @@ def _writable_folder(out: str) -> None:
     import tempfile
     from pathlib import Path
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise click.BadParameter(f"'{out}' is a file; the report needs a folder (it is created "
+                                 f"if needed)", param_hint="--out")
     try:
         Path(out).mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".pulsehpg-write-test-")

@@ -695,10 +695,19 @@ def load_config(path, *, patients: int | None = None, seed: int | None = None) -
 def _build(doc: dict, text: str, base_dir: Path, source: str | None, patients_override,
            seed_override) -> SweepConfig:
     c = _Checker(text)
+    if "phase" in doc and "sweep" not in doc:  # a scenario: say so, not 'unknown key'
+        c.fail("phase", "this is a scenario, not a sweep config; run it with `pulsehpg run "
+                        "FILE`, or sweep it from a config with scenario = \"FILE\" and a "
+                        "[sweep] table with [[sweep.axis]]")
     c.keys(doc, "", _TOP_KEYS)
     name = doc.get("name", Path(source).stem if source else "sweep")
     if not isinstance(name, str) or not name:
         c.fail("name", f"expected a non-empty string, got {name!r:.60}")
+    # the default output is NAME.h5 in the current folder
+    if name != name.strip() or "/" in name or "\\" in name or name.startswith("."):
+        c.fail("name", f"{name!r:.60} cannot name a file here (the default output is "
+                       f"NAME.h5): use letters, digits, '-' or '_', without '/', a leading "
+                       f"'.' or spaces at the ends")
     desc = doc.get("description", "")
     if not isinstance(desc, str):
         c.fail("description", f"expected a string, got {desc!r:.60}")
@@ -712,6 +721,9 @@ def _build(doc: dict, text: str, base_dir: Path, source: str | None, patients_ov
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         c.fail("sweep.method", f"unknown method {method!r}{hint}; allowed: {', '.join(METHODS)}")
     raw_axes = s.get("axis", [])
+    if isinstance(raw_axes, dict):
+        c.fail("sweep.axis", "is written as one table [sweep.axis]; axes are an array of "
+                             "tables: write [[sweep.axis]] (double brackets) for each axis")
     if not isinstance(raw_axes, list) or not raw_axes:
         c.fail("sweep.axis", "at least one [[sweep.axis]] is required (name = ..., values = "
                              "[...] or range = [lo, hi])")
@@ -1224,10 +1236,14 @@ def parse_shard(spec, env=None) -> tuple[int, int] | None:
             k = int(m.group(1))
         else:
             task = env.get("SLURM_ARRAY_TASK_ID")
-            if task is None or not task.strip().isdigit():
+            if task is None:
                 raise SweepUsageError(
                     f"shard {spec!r}: K is not given and SLURM_ARRAY_TASK_ID is not set (this is "
                     "not a Slurm array task); write --shard K/N")
+            if not task.strip().isdigit():
+                raise SweepUsageError(
+                    f"shard {spec!r}: K is not given and SLURM_ARRAY_TASK_ID is {task!r}, not "
+                    f"a whole number; write --shard K/N")
             k = int(task)
     if isinstance(k, bool) or isinstance(n, bool) or not isinstance(k, (int, np.integer)) \
             or not isinstance(n, (int, np.integer)) or n < 1:

@@ -221,6 +221,27 @@ def test_structural_parameter_and_interval_of_a_times_schedule(tmp_path):
     assert load_config(p).axes[0].unit == "week"
 
 
+def test_config_mistakes_that_are_another_kind_of_file_or_name(tmp_path):
+    scenario = (ROOT / "examples" / "trt-recovery.toml").read_text()
+    with pytest.raises(ScenarioError, match="this is a scenario, not a sweep config"):
+        parse_config(scenario, tmp_path / "trt-recovery.toml")
+    one_table = ('name = "t"\nscenario = "tiny.toml"\n[sweep]\n[sweep.axis]\n'
+                 'name = "steroid.shbg"\nvalues = [20, 30]\n')
+    (tmp_path / "tiny.toml").write_text(SCENARIO)
+    with pytest.raises(ScenarioError, match=r"write \[\[sweep.axis\]\] \(double brackets\)"):
+        parse_config(one_table, tmp_path / "s.toml")
+    for name in ("../escape", "  ", ".hidden"):
+        text = sweep_text().replace('name = "tiny"', f'name = "{name}"', 1)
+        assert f'name = "{name}"' in text
+        with pytest.raises(ScenarioError, match="cannot name a file here"):
+            parse_config(text, tmp_path / "s.toml")
+
+
+def test_shard_from_a_slurm_task_id_that_is_not_a_number():
+    with pytest.raises(SweepUsageError, match="SLURM_ARRAY_TASK_ID is 'x', not a whole number"):
+        parse_shard("/2", {"SLURM_ARRAY_TASK_ID": "x"})
+
+
 def test_axis_on_a_drug_given_twice_with_different_doses(tmp_path):
     """Two entries of one drug in a phase (a loading and a maintenance dose) are not
     flattened to the axis value; two that agree are both set."""
