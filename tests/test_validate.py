@@ -125,7 +125,7 @@ def test_impossible_target_fails_with_exit_1(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--only", "S4,S99"], "unknown scenario id 'S99'; allowed: S1, S4, S5, S7"),
     (["--only", ","], "allowed: S1, S4"),
-    (["-n", "0"], "0 is not in the range x>=1"),
+    (["-n", "0"], "0 is not in the range 1<=x<=10000000"),
     (["-n", "many"], "'many' is not a valid integer"),
     (["--bootstrap", "-1"], "--bootstrap"),
     (["no-such-folder"], "no-such-folder: no such file or folder"),
