@@ -102,7 +102,11 @@ class RunResult:
                 "codes": codes}
 
     def save(self, path, *, kind: str = "run"):
-        """Write the results to an HDF5 file (pulsehpg.store layout)."""
+        """Write the results to an HDF5 file (pulsehpg.store layout) and return its path.
+
+        ``kind`` is the file's kind attribute: 'run' (default) for one scenario, 'block'
+        for one block of a sweep. An existing file is replaced only if it is pulsehpg
+        results."""
         from . import store
 
         t = self.tables()
@@ -119,6 +123,8 @@ class RunResult:
         return kaplan_meier(self.outcomes[f"days_to_{key}"], self.outcomes[f"event_{key}"])
 
     def summary(self) -> str:
+        """The printed summary of ``pulsehpg run``: median labs at each phase's last visit,
+        the fraction azoospermic, and Kaplan-Meier recovery of sperm concentration."""
         sc, r = self.scenario, self.regimen
         lines = [f"{sc.name}: {self.cohort.n} patients ({sc.cohort.phenotype}), "
                  f"follow-up {r.horizon / 730.5:.1f} months"]
