@@ -392,7 +392,9 @@ def _load_scenario(c: _Checker, doc: dict, base_dir: Path) -> tuple[dict, Scenar
             path = base_dir / path
         if not path.is_file():
             c.fail("scenario", f"scenario file {str(path)!r} not found ({ref!r} is taken "
-                               f"relative to the folder of the sweep config)")
+                               f"relative to {str(base_dir) or '.'!r}: the folder of the "
+                               f"sweep config; for a config given as a dict, the current "
+                               f"folder)")
         try:
             sc = load_scenario(path)
         except ScenarioError as e:
@@ -1272,7 +1274,11 @@ def _as_config(config, patients, seed) -> SweepConfig:
                                 seed=seed)
         return config
     if isinstance(config, dict):
-        return parse_config(dumps_toml(config), None, Path.cwd(), patients=patients, seed=seed)
+        try:
+            return parse_config(dumps_toml(config), None, Path.cwd(), patients=patients,
+                                seed=seed)
+        except ScenarioError as e:  # its lines are of a TOML text the caller never saw
+            raise ScenarioError(e.path, e.message) from None
     if isinstance(config, (str, os.PathLike)):
         return load_config(config, patients=patients, seed=seed)
     raise TypeError(f"config: expected a path, a dict or a SweepConfig, got "

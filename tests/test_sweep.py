@@ -237,6 +237,18 @@ def test_config_mistakes_that_are_another_kind_of_file_or_name(tmp_path):
             parse_config(text, tmp_path / "s.toml")
 
 
+def test_dict_config_errors_have_no_line_and_say_where_paths_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {"scenario": "nope.toml", "sweep": {"axis": [{"name": "steroid.shbg",
+                                                           "values": [20]}]}}
+    with pytest.raises(ScenarioError) as info:
+        pulsehpg.sweep(config, out=tmp_path / "x.h5")
+    assert info.value.line is None and "(line" not in str(info.value)
+    assert f"relative to {str(tmp_path)!r}" in str(info.value)
+    assert "for a config given as a dict, the current folder" in str(info.value)
+    assert not (tmp_path / "x.h5.blocks").exists()
+
+
 def test_shard_from_a_slurm_task_id_that_is_not_a_number():
     with pytest.raises(SweepUsageError, match="SLURM_ARRAY_TASK_ID is 'x', not a whole number"):
         parse_shard("/2", {"SLURM_ARRAY_TASK_ID": "x"})
