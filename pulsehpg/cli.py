@@ -824,6 +824,7 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
                 f"{', '.join(ids)}", param_hint="--only")
         specs = [by_id[x.lower()] for x in dict.fromkeys(wanted)]
     specs.sort(key=lambda s: val.scenario_order(s.id))
+    created = not Path(out).exists()
     _writable_folder(out)
     threads = threads or _default_threads()
     # everything that changes the numbers (threads do not: the same bits on any number)
@@ -833,9 +834,14 @@ def validate_cmd(paths, out, n, only, seed, threads, bootstrap, list_metrics):
                                   ("--bootstrap", bootstrap if bootstrap != 1000 else None))
         if v is not None)
     try:
-        report = val.validate(specs, n=n, seed=seed, threads=threads, bootstrap=bootstrap,
-                              out=Path(out), command=command,
-                              progress=lambda text: click.echo(text, err=True))
+        try:
+            report = val.validate(specs, n=n, seed=seed, threads=threads, bootstrap=bootstrap,
+                                  out=Path(out), command=command,
+                                  progress=lambda text: click.echo(text, err=True))
+        except BaseException:
+            if created and not any(Path(out).iterdir()):  # leave no empty folder behind
+                Path(out).rmdir()
+            raise
     except FloatingPointError as e:
         raise CommandError(f"simulation failed: {_one_line(e)}") from None
     except store.StoreError as e:  # the report or a figure could not be written

@@ -321,3 +321,14 @@ def test_two_pumps_of_one_drug_are_refused(command):
     r = run(*command, "--phenotype", "chh", "--pump", "gonadorelin:10:90 min",
             "--pump", "gonadorelin:5:60 min")
     assert r.exit_code == 2 and "two pumps of gonadorelin" in r.output, r.output
+
+
+def test_failed_validate_leaves_no_empty_report_folder(tmp_path):
+    out = tmp_path / "report"
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from pulsehpg.cli import main; sys.argv = ['pulsehpg', 'validate', '--only', "
+            f"'S16', '-n', '3000000', '-o', {str(out)!r}]; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2 and "out of memory" in proc.stderr, proc.stderr
+    assert not out.exists()
