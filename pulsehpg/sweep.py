@@ -974,8 +974,10 @@ def _run_block(task: _Task) -> _Done:
         raise _BlockFailure("store", task.block, str(e),
                             {"errno": e.errno, "filename": e.filename}) from None
     except MemoryError:
-        raise _BlockFailure("error", task.block, "out of memory; use a smaller block_size "
-                                                 "or fewer workers") from None
+        advice = ("fewer workers or fewer patients per point (sweep.patients): a block holds "
+                  "one point already" if len(task.points) == 1
+                  else "a smaller block_size or fewer workers")
+        raise _BlockFailure("error", task.block, f"out of memory; use {advice}") from None
     except Exception as e:
         raise _BlockFailure("error", task.block, f"{type(e).__name__}: {e}",
                             {"traceback": traceback.format_exc()}) from None

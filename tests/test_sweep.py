@@ -1002,3 +1002,22 @@ def test_bad_workers_are_refused_before_anything_is_written(tmp_path, workers):
     with pytest.raises(ValueError, match=r"^workers: expected a whole number >= 1"):
         pulsehpg.sweep(write_config(tmp_path), out=tmp_path / "s.h5", workers=workers)
     assert not (tmp_path / "s.h5.blocks").exists()
+
+
+def test_block_out_of_memory_advice_fits_the_block(tmp_path):
+    """A block of one point cannot be made smaller: the advice is fewer patients."""
+    import subprocess
+
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('name = "mem"\n[scenario]\nname = "m"\n[scenario.cohort]\nn = 2\n'
+                   '[[scenario.phase]]\nname = "a"\nduration = "1 day"\n[sweep]\n'
+                   'block_size = 1\n[[sweep.axis]]\nname = "steroid.shbg"\nvalues = [20, 30]\n')
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30)); "
+            "from pulsehpg.cli import main; sys.argv = ['pulsehpg', 'sweep', 'm.toml', '-n', "
+            "'3000000', '-w', '1', '-q']; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "block 0 failed: out of memory; use fewer workers or fewer patients per point" \
+        in proc.stderr
+    assert not (tmp_path / "mem.h5").exists()
