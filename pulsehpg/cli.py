@@ -31,9 +31,9 @@ import click
 import numpy as np
 
 from . import __version__, model
+from .cohort import MAX_PATIENTS
 from .params import REGISTRY, Param, lookup, settable
 from .phenotypes import PHENOTYPES
-from .cohort import MAX_PATIENTS
 from .units import MAX_SPAN_H, parse_duration
 
 __all__ = [
@@ -129,7 +129,6 @@ def user_errors(param_hint: str | None = None):
         if param_hint:
             raise click.BadParameter(_one_line(e), param_hint=param_hint) from None
         raise click.UsageError(_one_line(e)) from None
-
 
 
 # ---------------------------------------------------------------------------
@@ -315,6 +314,8 @@ DOSE_OPTION = click.option(
     help="Bolus of AMOUNT (in the drug's unit, see `pulsehpg drugs`) at time 0, repeated "
          "every EVERY if given until --days, e.g. 'testosterone_enanthate:200:1 week'. "
          "Repeatable.")
+
+
 def _one_pump_per_drug(ctx, param, pumps):
     # a patient has one pump per drug: a second would silently replace the first
     seen = set()

@@ -175,7 +175,7 @@ class Cohort:
         if patients is None:
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
                 raise ValueError(f"n: expected a positive number of patients, got {n!r}")
-            if n > MAX_PATIENTS:
+            if n > MAX_PATIENTS:  # before arange(n) allocates it
                 raise ValueError(f"n: {n} patients; one cohort holds at most {MAX_PATIENTS:,} "
                                  f"(a sweep runs larger numbers in blocks)")
             patients = np.arange(int(n))
