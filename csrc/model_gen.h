@@ -4,9 +4,9 @@
 #include <math.h>
 
 #define PH_NS 59  /* states */
-#define PH_NP 138  /* parameters */
+#define PH_NP 139  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 129  /* derived: clearances, then param-only quantities */
+#define PH_ND 130  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 #define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
@@ -211,6 +211,7 @@
 #define PH_P_TAU_RG 135
 #define PH_P_K_R 136
 #define PH_P_R_AGE 137
+#define PH_P_ACCEL_R 138
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -266,6 +267,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double b_ser = p[72];
     const double b_serF = p[73];
     const double t_inh = p[74];
+    const double k_inh = p[75];
     const double Inh_ref = p[76];
     const double f_inhg = p[77];
     const double tau_ssc = p[78];
@@ -308,6 +310,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double tau_Rg = p[135];
     const double K_R = p[136];
     const double r_age = p[137];
+    const double accel_R = p[138];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
     d[59] = agef;
     const double k_itt = (PH_LN2 / t_itt);
@@ -416,38 +419,40 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[111] = _k48;
     const double _k49 = (PH_LN2 / t_ana_abs);
     d[112] = _k49;
-    const double _k50 = (1.0 - f_inhg);
+    const double _k50 = (k_inh * testis_on);
     d[113] = _k50;
-    const double _k51 = (1.0 / tau_ser);
+    const double _k51 = (1.0 - f_inhg);
     d[114] = _k51;
-    const double _k52 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
+    const double _k52 = (1.0 / tau_ser);
     d[115] = _k52;
-    const double _k53 = (1.0 / dur_epi);
+    const double _k53 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
     d[116] = _k53;
-    const double _k54 = (1.0 / tau_Rg);
+    const double _k54 = (1.0 / dur_epi);
     d[117] = _k54;
-    const double _k55 = (1.0 + (r_age * ph_pos((age - 35.0))));
+    const double _k55 = (1.0 / tau_Rg);
     d[118] = _k55;
-    const double _k56 = (1.0 / tau_Rl);
+    const double _k56 = (1.0 + (r_age * ph_pos((age - 35.0))));
     d[119] = _k56;
-    const double _k57 = (1.0 + (met_int * met));
+    const double _k57 = (1.0 / tau_Rl);
     d[120] = _k57;
-    const double _k58 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
+    const double _k58 = (1.0 + (met_int * met));
     d[121] = _k58;
-    const double _k59 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
+    const double _k59 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
     d[122] = _k59;
-    const double _k60 = log((1.0 + (M_cv * M_cv)));
+    const double _k60 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
     d[123] = _k60;
-    const double _k61 = sqrt(log((1.0 + (M_cv * M_cv))));
+    const double _k61 = log((1.0 + (M_cv * M_cv)));
     d[124] = _k61;
-    const double _k62 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k62 = sqrt(log((1.0 + (M_cv * M_cv))));
     d[125] = _k62;
-    const double _k63 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k63 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[126] = _k63;
-    const double _k64 = (c_sp * k_epi);
+    const double _k64 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[127] = _k64;
-    const double _k65 = (1.0 / k_st);
+    const double _k65 = (c_sp * k_epi);
     d[128] = _k65;
+    const double _k66 = (1.0 / k_st);
+    d[129] = _k66;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = (k_rec);
     d[2] = ((1.0 / tau_s));
@@ -483,7 +488,7 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[32] = ((1.0 / tau_ser)) * accel;
     d[33] = ((1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))))) * accel;
     d[34] = ((1.0 / dur_epi)) * accel;
-    d[35] = (0.0) * accel;
+    d[35] = (0.0) * accel_R;
     d[36] = (k_st) * accel;
     d[37] = (k_st) * accel;
     d[38] = (k_st) * accel;
@@ -599,8 +604,8 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k47 = d[110];
     const double _k48 = d[111];
     const double _k49 = d[112];
-    const double _k51 = d[114];
-    const double _k53 = d[116];
+    const double _k52 = d[115];
+    const double _k54 = d[117];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -708,8 +713,8 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[29] = (inf_anastrozole) * accel;
     r[30] = ((_k49 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -776,8 +781,8 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double _k39 = d[102];
     const double _k40 = d[103];
     const double _k41 = d[104];
-    const double _k51 = d[114];
-    const double _k53 = d[116];
+    const double _k52 = d[115];
+    const double _k54 = d[117];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -836,8 +841,8 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
     r[15] = ((ITT * _k41)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -936,8 +941,8 @@ static inline __attribute__((always_inline)) void ph_rate_v4(const ph_v4d *restr
     const ph_v4d _k47 = d[110];
     const ph_v4d _k48 = d[111];
     const ph_v4d _k49 = d[112];
-    const ph_v4d _k51 = d[114];
-    const ph_v4d _k53 = d[116];
+    const ph_v4d _k52 = d[115];
+    const ph_v4d _k54 = d[117];
     const ph_v4d G = y[0];
     const ph_v4d Ra = y[1];
     const ph_v4d s = y[2];
@@ -1045,8 +1050,8 @@ static inline __attribute__((always_inline)) void ph_rate_v4(const ph_v4d *restr
     r[29] = (inf_anastrozole) * accel;
     r[30] = ((_k49 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1113,8 +1118,8 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v4(const ph_v4d
     const ph_v4d _k39 = d[102];
     const ph_v4d _k40 = d[103];
     const ph_v4d _k41 = d[104];
-    const ph_v4d _k51 = d[114];
-    const ph_v4d _k53 = d[116];
+    const ph_v4d _k52 = d[115];
+    const ph_v4d _k54 = d[117];
     const ph_v4d G = y[0];
     const ph_v4d Ra = y[1];
     const ph_v4d s = y[2];
@@ -1173,8 +1178,8 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v4(const ph_v4d
     r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
     r[15] = ((ITT * _k41)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1271,8 +1276,8 @@ static inline __attribute__((always_inline)) void ph_rate_v8(const ph_v8d *restr
     const ph_v8d _k47 = d[110];
     const ph_v8d _k48 = d[111];
     const ph_v8d _k49 = d[112];
-    const ph_v8d _k51 = d[114];
-    const ph_v8d _k53 = d[116];
+    const ph_v8d _k52 = d[115];
+    const ph_v8d _k54 = d[117];
     const ph_v8d G = y[0];
     const ph_v8d Ra = y[1];
     const ph_v8d s = y[2];
@@ -1380,8 +1385,8 @@ static inline __attribute__((always_inline)) void ph_rate_v8(const ph_v8d *restr
     r[29] = (inf_anastrozole) * accel;
     r[30] = ((_k49 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1448,8 +1453,8 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v8(const ph_v8d
     const ph_v8d _k39 = d[102];
     const ph_v8d _k40 = d[103];
     const ph_v8d _k41 = d[104];
-    const ph_v8d _k51 = d[114];
-    const ph_v8d _k53 = d[116];
+    const ph_v8d _k52 = d[115];
+    const ph_v8d _k54 = d[117];
     const ph_v8d G = y[0];
     const ph_v8d Ra = y[1];
     const ph_v8d s = y[2];
@@ -1508,8 +1513,8 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v8(const ph_v8d
     r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
     r[15] = ((ITT * _k41)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k51);
-        f[1] = (mot_tgt * _k53);
+        f[0] = (ser_tgt * _k52);
+        f[1] = (mot_tgt * _k54);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1518,10 +1523,10 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v8(const ph_v8d
 /* rates of the coarse states [NF, NS), with the forcing terms' averages fbar */
 static inline void ph_rate_coarse(const double *restrict y, const double *restrict p, const double *restrict d, const double *restrict u, const double *restrict fbar, double *restrict r) {
     (void)fbar;
-    const double k_inh = p[75];
     const double f_inhg = p[77];
     const double b_ssc = p[81];
     const double accel = p[131];
+    const double accel_R = p[138];
     const double k_st = d[61];
     const double k_epi = d[62];
     const double _k24 = d[87];
@@ -1529,10 +1534,11 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double _k26 = d[89];
     const double _k28 = d[91];
     const double _k50 = d[113];
-    const double _k52 = d[115];
-    const double _k54 = d[117];
+    const double _k51 = d[114];
+    const double _k53 = d[116];
     const double _k55 = d[118];
     const double _k56 = d[119];
+    const double _k57 = d[120];
     const double Ser = y[32];
     const double Nssc = y[33];
     const double Rsv = y[35];
@@ -1566,11 +1572,11 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double ssc_tgt = (Rsv * (b_ssc + ((_k25 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k26))));
     const double entry = (((_k28 * Nssc) * Ser) * _fbar3);
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    r[31] = (((k_inh * Ser) * (_k50 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[31] = (((_k50 * Ser) * (_k51 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
     r[32] = (_fbar0) * accel;
-    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k52)) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k53)) * accel;
     r[34] = (_fbar1) * accel;
-    r[35] = ((((sig_R * (1.0 - Rsv)) * _k54) - ((((1.0 - sig_R) * Rsv) * _k55) * _k56))) * accel;
+    r[35] = ((((sig_R * (1.0 - Rsv)) * _k55) - ((((1.0 - sig_R) * Rsv) * _k56) * _k57))) * accel_R;
     r[36] = (entry) * accel;
     r[37] = ((k_st * x0)) * accel;
     r[38] = ((k_st * x1)) * accel;
@@ -1612,11 +1618,11 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k6 = d[69];
     const double _k7 = d[70];
     const double _k8 = d[71];
-    const double _k57 = d[120];
     const double _k58 = d[121];
     const double _k59 = d[122];
     const double _k60 = d[123];
     const double _k61 = d[124];
+    const double _k62 = d[125];
     const double Ts = y[12];
     const double E2 = y[13];
     const double Clo = y[26];
@@ -1628,13 +1634,13 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbT = (Ts * _k6);
     const double fbE = ((E2 * (1.0 - er_block)) * _k7);
     const double fbH = (fb_sens * ((_k8 * fbT) + (w_E * fbE)));
-    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k57);
-    g[1] = (_k58 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
+    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k58);
+    g[1] = (_k59 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
-    g[4] = _k59;
-    g[5] = _k60;
-    g[6] = _k61;
+    g[4] = _k60;
+    g[5] = _k61;
+    g[6] = _k62;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -1652,10 +1658,10 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k1 = d[64];
     const double _k2 = d[65];
     const double _k3 = d[66];
-    const double _k62 = d[125];
     const double _k63 = d[126];
     const double _k64 = d[127];
     const double _k65 = d[128];
+    const double _k66 = d[129];
     const double Ra = y[1];
     const double LHa = y[5];
     const double LHb = y[6];
@@ -1680,8 +1686,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k62;
-    const double nV = _k63;
+    const double shbg_m = _k63;
+    const double nV = _k64;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -1691,7 +1697,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k64 * ep2) * _k65);
+    o[7] = ((_k65 * ep2) * _k66);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;
@@ -1755,10 +1761,16 @@ static inline void ph_dose(double *restrict y, const double *restrict p, const d
 }
 
 /* upper bound (1/h) on the loss rates inside the coarse rates (model.COARSE_LOSS_BOUND),
- * with the coarse states' speed-up accel */
+ * with the speed-ups of equilibration */
 static inline double ph_coarse_loss_bound(const double *restrict p) {
     const double d_max = p[86];
-    return (d_max) * p[131];
+    const double age = p[93];
+    const double accel = p[131];
+    const double tau_Rl = p[134];
+    const double tau_Rg = p[135];
+    const double r_age = p[137];
+    const double accel_R = p[138];
+    return ((d_max * accel) + ph_pos(((((1.0 / tau_Rg) + ((1.0 + (r_age * ph_pos((age - 35.0)))) / tau_Rl)) * accel_R) - (d_max * accel))));
 }
 
 static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {31};

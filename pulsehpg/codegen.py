@@ -35,6 +35,14 @@ _FUNCS_C = {"exp": "exp", "log": "log", "sqrt": "sqrt", "pos": "ph_pos"}
 _FUNCS_PY = {"exp": "_exp", "log": "_log", "sqrt": "_sqrt", "pos": "_pos"}
 
 
+# the parameters that speed slow states up while a cohort equilibrates (1 in simulation)
+SPEEDUPS = frozenset(s.speedup for s in model.STATES if s.slow)
+
+
+def _speedups(states) -> set[str]:
+    return {s.speedup for s in states if s.slow}
+
+
 def _names(expr: str) -> set[str]:
     tree = ast.parse(expr, mode="eval")
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -143,9 +151,9 @@ def _build_layout() -> Layout:
                 raise ValueError(f"state {s.name}: unknown names {sorted(unknown)}")
         if not _names(s.clearance) <= param_like:
             raise ValueError(f"state {s.name}: clearance must depend on parameters only")
-    # accel multiplies slow rates outside the expressions: never hoist it with them
+    # the speed-ups multiply slow rates outside the expressions: never hoist them with them
     table: dict[str, str] = {}
-    hoist = _Hoister(param_like - {"accel"}, table)
+    hoist = _Hoister(param_like - SPEEDUPS, table)
     dynamic = [model.Var(v.name, hoist(v.expr), v.meaning) for v in dynamic]
     rates = tuple(hoist(s.rate) for s in model.STATES)
     pg = model.PULSE
@@ -403,7 +411,8 @@ class _Emitter(ast.NodeVisitor):
 
 
 def _slow_factor(state: model.State) -> str:
-    return " * accel" if state.slow else ""
+    return f" * {state.speedup}" if state.slow else ""
+
 
 
 def _body(lang: str) -> dict[str, list[str]]:
@@ -441,7 +450,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     # derived: clearances then param-only vars
     lines = []
     d_used = set().union(*(_names(v.expr) for v in L.derived))
-    d_used |= set().union(*(_names(s.clearance) for s in model.STATES)) | {"accel"}
+    d_used |= set().union(*(_names(s.clearance) for s in model.STATES)) | SPEEDUPS
     lines += unpack_params(d_used)
     for j, v in enumerate(L.derived):
         lines.append(f"{decl}{v.name} = {em.emit(v.expr)}{end}")
@@ -453,7 +462,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     # rate (without clearance)
     rates = list(L.rates)
     used, needed = closure(rates, L.dynamic)
-    used |= {"accel"}
+    used |= _speedups(model.STATES)
     lines = unpack_params(used) + unpack_derived(used) + unpack_states(used) + unpack_inputs(used)
     lines += [f"{decl}{v.name} = {em.emit(v.expr)}{end}" for v in needed]
     for i, s in enumerate(model.STATES):
@@ -464,7 +473,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     nf = L.n_fast
     exprs = list(L.rates[:nf]) + list(L.forcing)
     used, needed = closure(exprs, L.dynamic)
-    used |= {"accel"}
+    used |= _speedups(model.STATES[:nf])
     lines = unpack_params(used) + unpack_derived(used)
     lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states[:nf]) if s in used]
     lines += [f"{decl}{s} = cv[{k}]{end}" for k, s in enumerate(L.coupled) if s in used]
@@ -486,7 +495,7 @@ def _body(lang: str) -> dict[str, list[str]]:
             folded.append(model.Var(v.name, e))
     exprs = [zero(L.rates[i]) for i in range(ne)] + [zero(e) for e in L.forcing]
     used2, needed2 = closure(exprs, tuple(folded))
-    used2 |= {"accel"}
+    used2 |= _speedups(model.STATES[:ne])
     lines = unpack_params(used2) + unpack_derived(used2)
     lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states[:ne]) if s in used2]
     lines += [f"{decl}{s} = cv[{k}]{end}" for k, s in enumerate(L.coupled) if s in used2]
@@ -496,7 +505,7 @@ def _body(lang: str) -> dict[str, list[str]]:
     lines += _forcing_lines([em.emit(e) for e in exprs[ne:]], lang)
     out["rate_nodrug"] = lines
     used, needed = closure(list(L.coarse_rates), L.coarse_vars)
-    used |= {"accel"}
+    used |= _speedups(model.STATES[nf:])
     lines = unpack_params(used) + unpack_derived(used)
     lines += [f"{decl}{s} = y[{i}]{end}" for i, s in enumerate(L.states) if s in used and i >= nf]
     lines += unpack_inputs(used)
@@ -679,10 +688,10 @@ def c_header() -> str:
        "const double *restrict d, int drug, double amount)", lines)
     bound_used = _names(model.COARSE_LOSS_BOUND)
     fn("/* upper bound (1/h) on the loss rates inside the coarse rates (model.COARSE_LOSS_BOUND),\n"
-       " * with the coarse states' speed-up accel */\n"
+       " * with the speed-ups of equilibration */\n"
        "static inline double ph_coarse_loss_bound(const double *restrict p)",
        [f"const double {s} = p[{i}];" for i, s in enumerate(L.params) if s in bound_used]
-       + [f"return ({em.emit(model.COARSE_LOSS_BOUND)}) * p[{L.params.index('accel')}];"])
+       + [f"return {em.emit(model.COARSE_LOSS_BOUND)};"])
     cpl = ", ".join(str(L.state_index(st)) for st in L.coupled) or "-1"
     h.append(f"static const int PH_CPL[PH_NCPL > 0 ? PH_NCPL : 1] = {{{cpl}}};")
     # coarse states with the same clearance share their ETD coefficients (the coarse step

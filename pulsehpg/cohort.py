@@ -29,6 +29,7 @@ MIN_RECORD_EVERY = 1.0 / 3600.0  # h: one second
 _P_INDEX = {p.name: i for i, p in enumerate(REGISTRY)}
 _FACTORS = np.array([p.core_factor for p in REGISTRY])
 _ACCEL = _P_INDEX["numerics.slow_acceleration"]
+_ACCEL_R = _P_INDEX["numerics.reserve_acceleration"]
 _COARSE_OBS = coarse_observables()
 _GNRH_ON = _P_INDEX["hypothalamus.gnrh_present"]
 _VARIABILITY_STREAM = 1
@@ -72,6 +73,10 @@ class Numerics:
     coarse_step: float = 4.0  # hours between steps of the coarse (slow, feed-forward) states
     burn_in_days: float = 30.0  # equilibration with slow states sped up
     burn_in_accel: float = 20.0
+    # the spermatogonial reserve is lost over years where Sertoli support is low (CHH): 30
+    # days at 500 times its speed are 41 years of it, so its steady state does not depend
+    # on the burn-in's length (at 20 it would: 600 days, less than its 730-day loss time)
+    burn_in_reserve_accel: float = 500.0
     settle_days: float = 3.0  # then at normal speed
 
     @classmethod
@@ -86,6 +91,12 @@ class Numerics:
             raise ValueError(f"numerics.coarse_step must be in (0, 24] h, got {self.coarse_step}")
         if not (1 <= self.levels <= _core.MAX_LEVELS):
             raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
+        # the registry's ranges of the two speed-ups they set
+        if not (1 <= self.burn_in_accel <= 100):
+            raise ValueError(f"numerics.burn_in_accel must be in [1, 100], got {self.burn_in_accel}")
+        if not (1 <= self.burn_in_reserve_accel <= 10000):
+            raise ValueError("numerics.burn_in_reserve_accel must be in [1, 10000], got "
+                             f"{self.burn_in_reserve_accel}")
 
 
 def _same_rows(a, b) -> bool:
@@ -273,10 +284,12 @@ class Cohort:
     def _equilibrate(self):
         nm = self.numerics
         self._p[:, _ACCEL] = nm.burn_in_accel
+        self._p[:, _ACCEL_R] = nm.burn_in_reserve_accel
         self._prepare()
         burn = nm.burn_in_days * 24.0
         self._run(0.0, burn, exact=True)
         self._p[:, _ACCEL] = 1.0
+        self._p[:, _ACCEL_R] = 1.0
         self._prepare()
         settle = burn + nm.settle_days * 24.0
         self._run(burn, settle, exact=True)

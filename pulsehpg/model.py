@@ -41,10 +41,12 @@ N_STAGES = 20  # spermatogenic stages: a chain, not a single lag (Erlang transit
 N_EPI = 3  # epididymal compartments
 DEATH_STAGES = range(3, 10)  # spermatocytes (meiosis): hormone-dependent apoptosis
 # An upper bound (1/h) on the loss rates that sit inside coarse states' rates rather than in
-# their clearances: germ-cell death, d_max * (1 - survival) <= d_max. The multirate core
-# keeps its coarse step within the explicit part's stability for this loss (sped up by
-# accel during equilibration, a high d_max would otherwise make the chain diverge).
-COARSE_LOSS_BOUND = "d_max"
+# their clearances, with the speed-ups of equilibration: germ-cell death, d_max * (1 -
+# survival) <= d_max, times accel, and the spermatogonial reserve's rates, times accel_R.
+# The multirate core keeps its coarse step within the explicit part's stability for them
+# (sped up, a high d_max would otherwise make the chain diverge).
+COARSE_LOSS_BOUND = ("d_max * accel + pos((1.0 / tau_Rg + (1.0 + r_age * pos(age - 35.0)) / tau_Rl)"
+                     " * accel_R - d_max * accel)")
 EARLY_STAGES = range(0, 5)  # spermatogonia/early spermatocytes: seen by inhibin B
 
 
@@ -58,6 +60,7 @@ class State:
     slow: bool = False
     meaning: str = ""
     coarse: bool = False
+    speedup: str = "accel"  # the parameter that speeds a slow state up while equilibrating
 
 
 @dataclass(frozen=True)
@@ -230,8 +233,10 @@ _drugs = [
           "anastrozole in body"),
 ]
 _coarse = [
-    State("InhB", "pg/mL", 170.0, "k_inh * Ser * ((1.0 - f_inhg) + f_inhg * early_gc"
-          " / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B", coarse=True),
+    # a Sertoli-cell product (Anawalt 1996): none without testes
+    State("InhB", "pg/mL", 170.0, "k_inh * testis_on * Ser * ((1.0 - f_inhg) + f_inhg"
+          " * early_gc / (early_gc + 0.3))", "LN2 / t_inh", meaning="serum inhibin B",
+          coarse=True),
     State("Ser", "1", 0.6, "ser_tgt / tau_ser", "1.0 / tau_ser", True, "Sertoli function",
           coarse=True),
     # logistic growth N (1 - N / tgt) / tau, written as rate - N / tau so that its time
@@ -245,7 +250,7 @@ _coarse = [
           "epididymal maturation quality (motility)", coarse=True),
     State("Rsv", "1", 1.0, "sig_R * (1.0 - Rsv) / tau_Rg"
           " - (1.0 - sig_R) * Rsv * (1.0 + r_age * pos(age - 35.0)) / tau_Rl", "0", True,
-          "spermatogonial reserve (1: intact)", coarse=True),
+          "spermatogonial reserve (1: intact)", coarse=True, speedup="accel_R"),
 ]
 _chain = []
 for _i in range(N_STAGES):

@@ -404,6 +404,11 @@ REGISTRY: tuple[Param, ...] = (
     _p("spermatogonia.reserve_age_slope", "r_age", 0.05, "1/year", 0, 1,
        "fractional speeding of the reserve's loss per year of age after 35",
        "Kohn 2017 (age predicts slower recovery after hCG); size calibrated: S10"),
+    _p("numerics.reserve_acceleration", "accel_R", 1.0, "1", 1, 10000,
+       "speed-up of the spermatogonial reserve used only while equilibrating a new cohort "
+       "(its loss takes years: the other slow states' speed-up leaves it short of steady "
+       "state where Sertoli support is low)",
+       "numerical (1 during simulation)"),
 )
 
 BY_NAME: dict[str, Param] = {p.name: p for p in REGISTRY}
@@ -430,6 +435,9 @@ def lookup(name: str) -> Param:
 _SET_BY_COHORT = {
     "numerics.slow_acceleration": "it is used only while a new cohort equilibrates, where the "
                                   "cohort sets it from Numerics(burn_in_accel=...)",
+    "numerics.reserve_acceleration": "it is used only while a new cohort equilibrates, where "
+                                     "the cohort sets it from "
+                                     "Numerics(burn_in_reserve_accel=...)",
 }
 
 

@@ -7,7 +7,8 @@ The document is generated from :mod:`pulsehpg.model` and the parameter registry
   state is a non-constant *parameter* with a rate rule, which avoids SBML's
   amount/concentration conversions);
 * a rate rule ``rate - clearance * y`` per state (slow states multiplied by
-  ``accel``, which is 1 here, as in every simulation);
+  ``accel``, or ``accel_R`` for the spermatogonial reserve, which are 1 here, as in every
+  simulation);
 * an assignment rule per model ``Var`` that the rates, the pulse generator or
   the observables use, and one per observable (``lh``, ``fsh``, ``t_total``, ...);
 * a constant parameter per registry symbol, in core units (hours), with the
@@ -533,7 +534,7 @@ def to_sbml(phenotype: str = "eugonadal", params: dict | None = None, doses=(),
         else:
             text = f"0.0 {unit_id(parse_unit(s.unit) * parse_unit('1/h'))}"
         if s.slow:
-            text = f"accel * ({text})"
+            text = f"{s.speedup} * ({text})"
         _check(rule.setMath(_math(text)), f"state {s.name}")
 
     def event(eid: str, trigger: str, priority: int, assignments, persistent=True):
