@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPERM_THRESHOLDS", "LH_NORMAL", "T_NORMAL", "time_to_event", "kaplan_meier",
+__all__ = ["SPERM_THRESHOLDS", "RECOVERY_BASELINE_MIN", "LH_NORMAL", "T_NORMAL", "time_to_event", "kaplan_meier",
            "patient_outcomes"]
 
 SPERM_THRESHOLDS = (1.0, 5.0, 15.0, 20.0)  # M/mL
+# the lowest baseline a man can "recover to": below it (CHH, azoospermia) there is no
+# baseline spermatogenesis to return to, and sperm_recovered_* is not defined for him
+RECOVERY_BASELINE_MIN = 1.0  # M/mL
 LH_NORMAL = 1.5  # IU/L, lower reference limit
 T_NORMAL = 264.0  # ng/dL, Travison 2017 lower limit
 
@@ -58,9 +61,11 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
                      baseline_sperm: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Outcome table (1-D per patient) of a finished RegimenRun.
 
-    Sperm thresholds are capped at the patient's own baseline concentration (true
-    value at the cohort's start) when that is lower: recovery is a return to
-    the threshold or to baseline (Liu 2006).
+    ``sperm_ge_<thr>``: the first semen analysis with at least ``thr`` M/mL.
+    ``sperm_recovered_<thr>``: recovery as Liu 2006 defines it, to ``thr`` or to the
+    man's own baseline concentration (true value at the cohort's start) when that is
+    lower; not defined (time NaN, no event) for a baseline below
+    ``RECOVERY_BASELINE_MIN`` or without one (``baseline_sperm`` None).
     """
     sc = run.scenario
     n = run.n
@@ -75,13 +80,17 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
     # time would only repeat the last one
     out["follow_up_days"] = (run.horizon - t0) / 24.0
     semen = np.isfinite(labs["sperm_conc"])
-    base = np.full(n, np.inf) if baseline_sperm is None else baseline_sperm
+    base = np.full(n, np.nan) if baseline_sperm is None else baseline_sperm
     out["baseline_sperm_conc"] = base
+    has_base = base >= RECOVERY_BASELINE_MIN  # False for NaN
     for thr in SPERM_THRESHOLDS:
-        target = np.minimum(thr, base)[:, None]
+        t, ev = time_to_event(times, labs["sperm_conc"] >= thr, t0, semen)
+        out[f"days_to_sperm_ge_{thr:g}"], out[f"event_sperm_ge_{thr:g}"] = t, ev
+        target = np.minimum(thr, np.where(has_base, base, thr))[:, None]
         t, ev = time_to_event(times, labs["sperm_conc"] >= target, t0, semen)
-        key = f"sperm_ge_{thr:g}"
-        out[f"days_to_{key}"], out[f"event_{key}"] = t, ev
+        key = f"sperm_recovered_{thr:g}"
+        out[f"days_to_{key}"] = np.where(has_base, t, np.nan)
+        out[f"event_{key}"] = ev & has_base
     t, ev = time_to_event(times, labs["sperm_conc"] > 0, t0, semen)
     out["days_to_sperm_present"], out["event_sperm_present"] = t, ev
     for name, lab, thr in (("lh_normal", "lh", LH_NORMAL), ("t_normal", "t_total", T_NORMAL)):

@@ -81,6 +81,14 @@ def _observable_meanings() -> dict[str, str]:
     return {o.name: o.meaning for o in model.OUTPUTS}
 
 
+def _event_label(rest: str) -> str:
+    for head, tail in (("sperm_ge_", " M/mL"),
+                       ("sperm_recovered_", " M/mL, or the baseline if lower (Liu 2006)")):
+        if rest.startswith(head):
+            return f"sperm concentration >= {rest[len(head):]}{tail}"
+    return _LABELS.get(rest, rest.replace("_", " "))
+
+
 def _long_name(group: str, name: str, given: str | None, meanings: dict) -> str:
     if given:
         return given
@@ -100,7 +108,7 @@ def _long_name(group: str, name: str, given: str | None, meanings: dict) -> str:
                              ("baseline_", "baseline ")):
             if name.startswith(prefix):
                 rest = name[len(prefix):]
-                return what + _LABELS.get(rest, rest.replace("_", " "))
+                return what + _event_label(rest)
         return name.replace("_", " ")
     if name == "time_h":
         return "visit time" if group == "visits" else "trace sample time"
