@@ -837,7 +837,44 @@ def _open_results(path) -> h5py.File:
             f"their rows would read as empty. Keep the file beside its blocks folder, or make "
             f"a self-contained file there with `pulsehpg merge {path.name} --consolidate`",
             path=path, errno=_errno.ENOENT)
+    arrived = _reshaped_arrivals(path, f)
+    if arrived:
+        f.close()
+        shown = ", ".join(arrived[:3]) + (f" and {len(arrived) - 3} more" if len(arrived) > 3
+                                          else "")
+        raise StoreError(
+            f"cannot read {path}: {len(arrived)} of the blocks missing when it was merged are "
+            f"there now ({shown}), with a number of visits per patient other than the merge "
+            f"reserved for them; run `pulsehpg merge {path}` again to include them",
+            path=path)
     return f
+
+
+def _reshaped_arrivals(path: Path, f: h5py.File) -> list[str]:
+    """Blocks missing from a virtual merge (allow_missing) that are there now with another
+    visits width than the merge reserved for them (the widest block then present): HDF5
+    cannot read a source whose shape differs from its mapping. Rows of the blocks that
+    arrived with the reserved width simply read as data."""
+    if "blocks" not in f.attrs or _py(f.attrs.get("consolidated", 1)):
+        return []
+    missing = _py(f.attrs.get("missing_blocks", [])) or []
+    visits = f.get("visits")
+    if not missing or visits is None or not len(visits):
+        return []
+    width = next(iter(visits.values())).shape[1]
+    out = []
+    for b in missing:
+        if not (path.parent / b).is_file():
+            continue
+        try:
+            with _open(path.parent / b, "r") as src:
+                v = src.get("visits")
+                w = next(iter(v.values())).shape[1] if v is not None and len(v) else width
+        except OSError:
+            continue  # not readable as HDF5: HDF5 reads its rows as fill values
+        if w != width:
+            out.append(b)
+    return out
 
 
 def _absent_sources(path: Path, f: h5py.File) -> list[str]:

@@ -540,6 +540,13 @@ def test_merge_reports_missing_blocks(tmp_path):
     store.write_block(blocks[1], **block_args(1))
     full = concatenated(blocks)
     assert_results_equal(store.read(tmp_path / "v.h5"), full)
+    # one written later with more visits per patient than the merge reserved cannot be
+    # mapped: reading says to merge again (HDF5 itself raised a bare OSError)
+    store.write_block(blocks[1], **block_args(1, n_visits=6))
+    for fn in (store.read, store.read_attrs):
+        with pytest.raises(store.StoreError, match=r"1 of the blocks missing when it was merged "
+                           r"are there now \(blocks/block-001.h5\).*run `pulsehpg merge "):
+            fn(tmp_path / "v.h5")
 
 
 def test_merge_unexpected_block_and_nothing_to_merge(tmp_path):
