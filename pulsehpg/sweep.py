@@ -1032,6 +1032,24 @@ def _mpi_pool_class():
     return MPIPoolExecutor
 
 
+def _check_mpi_launch() -> None:
+    """Refuse a sweep that mpiexec started on every rank: without ``-m mpi4py.futures``
+    each rank runs the whole sweep into the same files (the work repeated, the writes
+    racing), instead of rank 0 handing blocks to the others."""
+    try:
+        from mpi4py import MPI
+        from mpi4py.futures import _core
+    except ImportError:  # pragma: no cover - mpi4py without its futures core
+        return
+    size = MPI.COMM_WORLD.Get_size()
+    if size > 1 and getattr(_core, "SharedPool", None) is None:
+        raise SweepUsageError(
+            f"executor 'mpi': this is one of {size} MPI processes that each started the "
+            f"sweep, so every one would run all of it; start it through mpi4py.futures, "
+            f"which gives rank 0 the sweep and the other ranks its blocks: mpiexec -n {size} "
+            f"python -m mpi4py.futures -m pulsehpg sweep CONFIG --executor mpi ...")
+
+
 def _make_executor(executor, workers: int | None):
     """(executor, owned, max tasks in flight)."""
     if isinstance(executor, cf.Executor):
@@ -1328,7 +1346,9 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     out = Path(out) if out is not None else Path(f"{cfg.name}.h5")
     bdir = blocks_dir(out)
     if executor == "mpi":
-        _mpi_pool_class()  # before anything is written: no folder left behind without mpi4py
+        # before anything is written: no folder left behind without mpi4py, or by each rank
+        _mpi_pool_class()
+        _check_mpi_launch()
     store.check_writable(out)
     store.make_dir(bdir)
     store.check_writable(bdir / MANIFEST, results=False)

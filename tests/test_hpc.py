@@ -148,6 +148,20 @@ def test_mpi_executor_matches_local_run(mpiexec, sweep, tmp_path):
     assert_same_outcomes(out, local)
 
 
+def test_mpi_sweep_started_on_every_rank_is_refused(mpiexec, sweep, tmp_path):
+    """Without -m mpi4py.futures each rank would run the whole sweep into the same files."""
+    config, _ = sweep
+    cmd = [mpiexec, "-n", 2, sys.executable, "-m", "pulsehpg", "sweep", config, "--executor",
+           "mpi", "--out", tmp_path / "x.h5"]
+    proc = subprocess.run([str(c) for c in cmd], check=False, cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "one of 2 MPI processes that each started the sweep" in proc.stderr
+    assert "python -m mpi4py.futures -m pulsehpg sweep" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
 @pytest.fixture
 def slurm() -> None:
     """Skip (or fail) unless sinfo reaches a Slurm cluster."""
