@@ -1001,6 +1001,16 @@ def _event(sim, arm: str, event: str):
                                                                       dtype=bool)
 
 
+def _check_followed(sim, arm: str, at: float) -> None:
+    """A fraction "by" a time after the arm's follow-up ended would only repeat the last."""
+    follow = np.asarray(sim.arms[arm].result.outcomes["follow_up_days"], dtype=float)
+    longest = float(np.nanmax(follow)) if np.isfinite(follow).any() else 0.0
+    if at / 24.0 > longest + 1e-9:
+        raise ValueError(f"arm {arm!r} follows its patients for {longest / 30.4375:.2f} months "
+                         f"after time zero, less than the {at / 730.5:.2f} months asked; "
+                         f"lengthen its last phase")
+
+
 def _subset(sim, arm: str, where: Value | None):
     keep = sim.mask(where, arm)
     return lambda s: s[arm][keep[s[arm]]]
@@ -1018,6 +1028,7 @@ def _km_fraction(sim, event, at, arm=None, where=None):
     """Kaplan-Meier fraction with the event (e.g. sperm_ge_20) by ``at`` after time zero."""
     arm = arm or sim.spec.arms[0].name
     t, e = _event(sim, arm, event)
+    _check_followed(sim, arm, at)
     sub = _subset(sim, arm, where)
 
     def stat(s):
@@ -1063,6 +1074,8 @@ def _rearm(v: Value, arm: str) -> Value:
 def _km_fraction_difference(sim, event, at, num, den):
     """Kaplan-Meier fraction with the event by ``at``: arm num minus arm den."""
     (tn, en), (td, ed) = _event(sim, num, event), _event(sim, den, event)
+    _check_followed(sim, num, at)
+    _check_followed(sim, den, at)
 
     def stat(s):
         a, b = s[num], s[den]
