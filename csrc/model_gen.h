@@ -4,9 +4,9 @@
 #include <math.h>
 
 #define PH_NS 59  /* states */
-#define PH_NP 139  /* parameters */
+#define PH_NP 140  /* parameters */
 #define PH_NI 11  /* drugs (infusion inputs) */
-#define PH_ND 130  /* derived: clearances, then param-only quantities */
+#define PH_ND 131  /* derived: clearances, then param-only quantities */
 #define PH_NO 19  /* observables */
 #define PH_LN2 0.69314718055994530942
 #define PH_NF 31  /* states [0, NF) in the fast loop; [NF, NS) coarse */
@@ -211,7 +211,8 @@
 #define PH_P_TAU_RG 135
 #define PH_P_K_R 136
 #define PH_P_R_AGE 137
-#define PH_P_ACCEL_R 138
+#define PH_P_T_ADR 138
+#define PH_P_ACCEL_R 139
 
 static inline double ph_pos(double x) { return x > 0.0 ? x : 0.0; }
 
@@ -310,7 +311,8 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     const double tau_Rg = p[135];
     const double K_R = p[136];
     const double r_age = p[137];
-    const double accel_R = p[138];
+    const double T_adr = p[138];
+    const double accel_R = p[139];
     const double agef = (1.0 - (t_age * ph_pos((age - 40.0))));
     d[59] = agef;
     const double k_itt = (PH_LN2 / t_itt);
@@ -393,66 +395,68 @@ static inline void ph_derived(const double *restrict p, double *restrict d) {
     d[98] = _k35;
     const double _k36 = (k_itt * rho);
     d[99] = _k36;
-    const double _k37 = (1.0 + (met_ar * met));
+    const double _k37 = ((T_adr * PH_LN2) / t_T);
     d[100] = _k37;
-    const double _k38 = (f_E2t / (1.0 - f_E2t));
+    const double _k38 = (1.0 + (met_ar * met));
     d[101] = _k38;
-    const double _k39 = (1.0 - b_cap);
+    const double _k39 = (f_E2t / (1.0 - f_E2t));
     d[102] = _k39;
-    const double _k40 = (1.0 / tau_cap);
+    const double _k40 = (1.0 - b_cap);
     d[103] = _k40;
-    const double _k41 = (1.0 / tau_A);
+    const double _k41 = (1.0 / tau_cap);
     d[104] = _k41;
-    const double _k42 = (PH_LN2 / t_gon_abs);
+    const double _k42 = (1.0 / tau_A);
     d[105] = _k42;
-    const double _k43 = (PH_LN2 / t_hcg_abs);
+    const double _k43 = (PH_LN2 / t_gon_abs);
     d[106] = _k43;
-    const double _k44 = (1.0 / V_hcg);
+    const double _k44 = (PH_LN2 / t_hcg_abs);
     d[107] = _k44;
-    const double _k45 = (PH_LN2 / t_fshx_abs);
+    const double _k45 = (1.0 / V_hcg);
     d[108] = _k45;
-    const double _k46 = (1.0 / V_fshx);
+    const double _k46 = (PH_LN2 / t_fshx_abs);
     d[109] = _k46;
-    const double _k47 = (PH_LN2 / t_clo_abs);
+    const double _k47 = (1.0 / V_fshx);
     d[110] = _k47;
-    const double _k48 = (PH_LN2 / t_tam_abs);
+    const double _k48 = (PH_LN2 / t_clo_abs);
     d[111] = _k48;
-    const double _k49 = (PH_LN2 / t_ana_abs);
+    const double _k49 = (PH_LN2 / t_tam_abs);
     d[112] = _k49;
-    const double _k50 = (k_inh * testis_on);
+    const double _k50 = (PH_LN2 / t_ana_abs);
     d[113] = _k50;
-    const double _k51 = (1.0 - f_inhg);
+    const double _k51 = (k_inh * testis_on);
     d[114] = _k51;
-    const double _k52 = (1.0 / tau_ser);
+    const double _k52 = (1.0 - f_inhg);
     d[115] = _k52;
-    const double _k53 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
+    const double _k53 = (1.0 / tau_ser);
     d[116] = _k53;
-    const double _k54 = (1.0 / dur_epi);
+    const double _k54 = (1.0 / (tau_ssc * (1.0 + (ssc_age * ph_pos((age - 35.0))))));
     d[117] = _k54;
-    const double _k55 = (1.0 / tau_Rg);
+    const double _k55 = (1.0 / dur_epi);
     d[118] = _k55;
-    const double _k56 = (1.0 + (r_age * ph_pos((age - 35.0))));
+    const double _k56 = (1.0 / tau_Rg);
     d[119] = _k56;
-    const double _k57 = (1.0 / tau_Rl);
+    const double _k57 = (1.0 + (r_age * ph_pos((age - 35.0))));
     d[120] = _k57;
-    const double _k58 = (1.0 + (met_int * met));
+    const double _k58 = (1.0 / tau_Rl);
     d[121] = _k58;
-    const double _k59 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
+    const double _k59 = (1.0 + (met_int * met));
     d[122] = _k59;
-    const double _k60 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
+    const double _k60 = ((gnrh_on * M_max) * (1.0 - (met_mass * met)));
     d[123] = _k60;
-    const double _k61 = log((1.0 + (M_cv * M_cv)));
+    const double _k61 = ((I_min * (1.0 + I_gain)) * (1.0 + (met_int * met)));
     d[124] = _k61;
-    const double _k62 = sqrt(log((1.0 + (M_cv * M_cv))));
+    const double _k62 = log((1.0 + (M_cv * M_cv)));
     d[125] = _k62;
-    const double _k63 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
+    const double _k63 = sqrt(log((1.0 + (M_cv * M_cv))));
     d[126] = _k63;
-    const double _k64 = (1.0 + ((Ka_alb * Alb) / 69000.0));
+    const double _k64 = ((SHBG * (1.0 + (shbg_age * ph_pos((age - 40.0))))) * 1e-09);
     d[127] = _k64;
-    const double _k65 = (c_sp * k_epi);
+    const double _k65 = (1.0 + ((Ka_alb * Alb) / 69000.0));
     d[128] = _k65;
-    const double _k66 = (1.0 / k_st);
+    const double _k66 = (c_sp * k_epi);
     d[129] = _k66;
+    const double _k67 = (1.0 / k_st);
+    d[130] = _k67;
     d[0] = ((PH_LN2 / t_gnrh));
     d[1] = (k_rec);
     d[2] = ((1.0 / tau_s));
@@ -604,8 +608,9 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     const double _k47 = d[110];
     const double _k48 = d[111];
     const double _k49 = d[112];
-    const double _k52 = d[115];
-    const double _k54 = d[117];
+    const double _k50 = d[113];
+    const double _k53 = d[116];
+    const double _k55 = d[118];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -693,28 +698,28 @@ static inline void ph_rate(const double *restrict y, const double *restrict p, c
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = (((_k19 * ITT) + T_exo));
-    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = ((((_k19 * ITT) + T_exo) + _k37));
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     r[16] = ((F_gon * inf_gonadorelin));
-    r[17] = (((_k42 * GonSC) + inf_gonadorelin_iv));
+    r[17] = (((_k43 * GonSC) + inf_gonadorelin_iv));
     r[18] = ((inf_hcg + inf_hmg)) * accel;
-    r[19] = (((_k43 * hCGd) * _k44)) * accel;
+    r[19] = (((_k44 * hCGd) * _k45)) * accel;
     r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[21] = (((_k45 * FSHxd) * _k46)) * accel;
+    r[21] = (((_k46 * FSHxd) * _k47)) * accel;
     r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[24] = ((F_gel * inf_testosterone_gel)) * accel;
     r[25] = (inf_clomiphene) * accel;
-    r[26] = ((_k47 * CloG)) * accel;
+    r[26] = ((_k48 * CloG)) * accel;
     r[27] = (inf_tamoxifen) * accel;
-    r[28] = ((_k48 * TamG)) * accel;
+    r[28] = ((_k49 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
-    r[30] = ((_k49 * AnaG)) * accel;
+    r[30] = ((_k50 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -781,8 +786,9 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     const double _k39 = d[102];
     const double _k40 = d[103];
     const double _k41 = d[104];
-    const double _k52 = d[115];
-    const double _k54 = d[117];
+    const double _k42 = d[105];
+    const double _k53 = d[116];
+    const double _k55 = d[118];
     const double G = y[0];
     const double Ra = y[1];
     const double s = y[2];
@@ -836,13 +842,13 @@ static inline void ph_rate_nodrug(const double *restrict y, const double *restri
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = ((_k19 * ITT));
-    r[13] = (((k_ar * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = (((_k19 * ITT) + _k37));
+    r[13] = (((k_ar * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -941,8 +947,9 @@ static inline __attribute__((always_inline)) void ph_rate_v4(const ph_v4d *restr
     const ph_v4d _k47 = d[110];
     const ph_v4d _k48 = d[111];
     const ph_v4d _k49 = d[112];
-    const ph_v4d _k52 = d[115];
-    const ph_v4d _k54 = d[117];
+    const ph_v4d _k50 = d[113];
+    const ph_v4d _k53 = d[116];
+    const ph_v4d _k55 = d[118];
     const ph_v4d G = y[0];
     const ph_v4d Ra = y[1];
     const ph_v4d s = y[2];
@@ -1030,28 +1037,28 @@ static inline __attribute__((always_inline)) void ph_rate_v4(const ph_v4d *restr
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = (((_k19 * ITT) + T_exo));
-    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = ((((_k19 * ITT) + T_exo) + _k37));
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     r[16] = ((F_gon * inf_gonadorelin));
-    r[17] = (((_k42 * GonSC) + inf_gonadorelin_iv));
+    r[17] = (((_k43 * GonSC) + inf_gonadorelin_iv));
     r[18] = ((inf_hcg + inf_hmg)) * accel;
-    r[19] = (((_k43 * hCGd) * _k44)) * accel;
+    r[19] = (((_k44 * hCGd) * _k45)) * accel;
     r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[21] = (((_k45 * FSHxd) * _k46)) * accel;
+    r[21] = (((_k46 * FSHxd) * _k47)) * accel;
     r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[24] = ((F_gel * inf_testosterone_gel)) * accel;
     r[25] = (inf_clomiphene) * accel;
-    r[26] = ((_k47 * CloG)) * accel;
+    r[26] = ((_k48 * CloG)) * accel;
     r[27] = (inf_tamoxifen) * accel;
-    r[28] = ((_k48 * TamG)) * accel;
+    r[28] = ((_k49 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
-    r[30] = ((_k49 * AnaG)) * accel;
+    r[30] = ((_k50 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1118,8 +1125,9 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v4(const ph_v4d
     const ph_v4d _k39 = d[102];
     const ph_v4d _k40 = d[103];
     const ph_v4d _k41 = d[104];
-    const ph_v4d _k52 = d[115];
-    const ph_v4d _k54 = d[117];
+    const ph_v4d _k42 = d[105];
+    const ph_v4d _k53 = d[116];
+    const ph_v4d _k55 = d[118];
     const ph_v4d G = y[0];
     const ph_v4d Ra = y[1];
     const ph_v4d s = y[2];
@@ -1173,13 +1181,13 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v4(const ph_v4d
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = ((_k19 * ITT));
-    r[13] = (((k_ar * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = (((_k19 * ITT) + _k37));
+    r[13] = (((k_ar * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1276,8 +1284,9 @@ static inline __attribute__((always_inline)) void ph_rate_v8(const ph_v8d *restr
     const ph_v8d _k47 = d[110];
     const ph_v8d _k48 = d[111];
     const ph_v8d _k49 = d[112];
-    const ph_v8d _k52 = d[115];
-    const ph_v8d _k54 = d[117];
+    const ph_v8d _k50 = d[113];
+    const ph_v8d _k53 = d[116];
+    const ph_v8d _k55 = d[118];
     const ph_v8d G = y[0];
     const ph_v8d Ra = y[1];
     const ph_v8d s = y[2];
@@ -1365,28 +1374,28 @@ static inline __attribute__((always_inline)) void ph_rate_v8(const ph_v8d *restr
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = (((_k19 * ITT) + T_exo));
-    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = ((((_k19 * ITT) + T_exo) + _k37));
+    r[13] = ((((k_ar * (1.0 - ai_inh)) * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     r[16] = ((F_gon * inf_gonadorelin));
-    r[17] = (((_k42 * GonSC) + inf_gonadorelin_iv));
+    r[17] = (((_k43 * GonSC) + inf_gonadorelin_iv));
     r[18] = ((inf_hcg + inf_hmg)) * accel;
-    r[19] = (((_k43 * hCGd) * _k44)) * accel;
+    r[19] = (((_k44 * hCGd) * _k45)) * accel;
     r[20] = ((F_fshx * (inf_fsh + inf_hmg))) * accel;
-    r[21] = (((_k45 * FSHxd) * _k46)) * accel;
+    r[21] = (((_k46 * FSHxd) * _k47)) * accel;
     r[22] = ((F_TE * inf_testosterone_enanthate)) * accel;
     r[23] = ((F_TC * inf_testosterone_cypionate)) * accel;
     r[24] = ((F_gel * inf_testosterone_gel)) * accel;
     r[25] = (inf_clomiphene) * accel;
-    r[26] = ((_k47 * CloG)) * accel;
+    r[26] = ((_k48 * CloG)) * accel;
     r[27] = (inf_tamoxifen) * accel;
-    r[28] = ((_k48 * TamG)) * accel;
+    r[28] = ((_k49 * TamG)) * accel;
     r[29] = (inf_anastrozole) * accel;
-    r[30] = ((_k49 * AnaG)) * accel;
+    r[30] = ((_k50 * AnaG)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1453,8 +1462,9 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v8(const ph_v8d
     const ph_v8d _k39 = d[102];
     const ph_v8d _k40 = d[103];
     const ph_v8d _k41 = d[104];
-    const ph_v8d _k52 = d[115];
-    const ph_v8d _k54 = d[117];
+    const ph_v8d _k42 = d[105];
+    const ph_v8d _k53 = d[116];
+    const ph_v8d _k55 = d[118];
     const ph_v8d G = y[0];
     const ph_v8d Ra = y[1];
     const ph_v8d s = y[2];
@@ -1508,13 +1518,13 @@ static inline __attribute__((always_inline)) void ph_rate_nodrug_v8(const ph_v8d
     r[9] = ((_k33 - ((k_downL * ((phi) * (phi) * (phi) * (phi) * (phi) * (phi))) * Lr)));
     r[10] = (((((sigLH) * (sigLH)) / (((sigLH) * (sigLH)) + _k34)) * _k35));
     r[11] = ((T_prod + (_k36 * Ts)));
-    r[12] = ((_k19 * ITT));
-    r[13] = (((k_ar * _k37) * (Ts + (_k38 * T_testis))));
-    r[14] = (((b_cap + ((_k39 * sigLH) / (sigLH + K_cap))) * _k40)) * accel;
-    r[15] = ((ITT * _k41)) * accel;
+    r[12] = (((_k19 * ITT) + _k37));
+    r[13] = (((k_ar * _k38) * (Ts + (_k39 * T_testis))));
+    r[14] = (((b_cap + ((_k40 * sigLH) / (sigLH + K_cap))) * _k41)) * accel;
+    r[15] = ((ITT * _k42)) * accel;
     if (want_f) {
-        f[0] = (ser_tgt * _k52);
-        f[1] = (mot_tgt * _k54);
+        f[0] = (ser_tgt * _k53);
+        f[1] = (mot_tgt * _k55);
         f[2] = death;
         f[3] = h_entry;
     }
@@ -1526,19 +1536,19 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double f_inhg = p[77];
     const double b_ssc = p[81];
     const double accel = p[131];
-    const double accel_R = p[138];
+    const double accel_R = p[139];
     const double k_st = d[61];
     const double k_epi = d[62];
     const double _k24 = d[87];
     const double _k25 = d[88];
     const double _k26 = d[89];
     const double _k28 = d[91];
-    const double _k50 = d[113];
     const double _k51 = d[114];
-    const double _k53 = d[116];
-    const double _k55 = d[118];
+    const double _k52 = d[115];
+    const double _k54 = d[117];
     const double _k56 = d[119];
     const double _k57 = d[120];
+    const double _k58 = d[121];
     const double Ser = y[32];
     const double Nssc = y[33];
     const double Rsv = y[35];
@@ -1572,11 +1582,11 @@ static inline void ph_rate_coarse(const double *restrict y, const double *restri
     const double ssc_tgt = (Rsv * (b_ssc + ((_k25 * ((Ser) * (Ser))) / (((Ser) * (Ser)) + _k26))));
     const double entry = (((_k28 * Nssc) * Ser) * _fbar3);
     const double early_gc = (((((x0 + x1) + x2) + x3) + x4) / 5.0);
-    r[31] = (((_k50 * Ser) * (_k51 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
+    r[31] = (((_k51 * Ser) * (_k52 + ((f_inhg * early_gc) / (early_gc + 0.3)))));
     r[32] = (_fbar0) * accel;
-    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k53)) * accel;
+    r[33] = (((Nssc * (2.0 - (Nssc / ssc_tgt))) * _k54)) * accel;
     r[34] = (_fbar1) * accel;
-    r[35] = ((((sig_R * (1.0 - Rsv)) * _k55) - ((((1.0 - sig_R) * Rsv) * _k56) * _k57))) * accel_R;
+    r[35] = ((((sig_R * (1.0 - Rsv)) * _k56) - ((((1.0 - sig_R) * Rsv) * _k57) * _k58))) * accel_R;
     r[36] = (entry) * accel;
     r[37] = ((k_st * x0)) * accel;
     r[38] = ((k_st * x1)) * accel;
@@ -1618,11 +1628,11 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double _k6 = d[69];
     const double _k7 = d[70];
     const double _k8 = d[71];
-    const double _k58 = d[121];
     const double _k59 = d[122];
     const double _k60 = d[123];
     const double _k61 = d[124];
     const double _k62 = d[125];
+    const double _k63 = d[126];
     const double Ts = y[12];
     const double E2 = y[13];
     const double Clo = y[26];
@@ -1634,13 +1644,13 @@ static inline void ph_pulse_law(const double *restrict y, const double *restrict
     const double fbT = (Ts * _k6);
     const double fbE = ((E2 * (1.0 - er_block)) * _k7);
     const double fbH = (fb_sens * ((_k8 * fbT) + (w_E * fbE)));
-    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k58);
-    g[1] = (_k59 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
+    g[0] = ((I_min * (1.0 + (I_gain * fbH))) * _k59);
+    g[1] = (_k60 / (1.0 + (M_gain * ((fbH) * (fbH) * (fbH)))));
     g[2] = I_shape;
     g[3] = M_cv;
-    g[4] = _k60;
-    g[5] = _k61;
-    g[6] = _k62;
+    g[4] = _k61;
+    g[5] = _k62;
+    g[6] = _k63;
 }
 
 static inline void ph_apply_pulse(double *restrict y, const double *restrict p, const double *restrict d, double mass) {
@@ -1658,10 +1668,10 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double _k1 = d[64];
     const double _k2 = d[65];
     const double _k3 = d[66];
-    const double _k63 = d[126];
     const double _k64 = d[127];
     const double _k65 = d[128];
     const double _k66 = d[129];
+    const double _k67 = d[130];
     const double Ra = y[1];
     const double LHa = y[5];
     const double LHb = y[6];
@@ -1686,8 +1696,8 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     const double C_clo = ((1000.0 * Clo) * _k1);
     const double C_tam = ((1000.0 * Tam) * _k2);
     const double C_ana = ((1000.0 * Ana) * _k3);
-    const double shbg_m = _k63;
-    const double nV = _k64;
+    const double shbg_m = _k64;
+    const double nV = _k65;
     const double aV = (nV * Ka_shbg);
     const double bV = (nV + (Ka_shbg * (shbg_m - (Ts * 1e-09))));
     o[0] = (LHa + LHb);
@@ -1697,7 +1707,7 @@ static inline void ph_outputs(const double *restrict y, const double *restrict p
     o[4] = E2;
     o[5] = ITT;
     o[6] = InhB;
-    o[7] = ((_k65 * ep2) * _k66);
+    o[7] = ((_k66 * ep2) * _k67);
     o[8] = (mot_max * Mq);
     o[9] = Ra;
     o[10] = Lr;
@@ -1769,7 +1779,7 @@ static inline double ph_coarse_loss_bound(const double *restrict p) {
     const double tau_Rl = p[134];
     const double tau_Rg = p[135];
     const double r_age = p[137];
-    const double accel_R = p[138];
+    const double accel_R = p[139];
     return ((d_max * accel) + ph_pos(((((1.0 / tau_Rg) + ((1.0 + (r_age * ph_pos((age - 35.0)))) / tau_Rl)) * accel_R) - (d_max * accel))));
 }
 

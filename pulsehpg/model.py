@@ -189,8 +189,9 @@ _fast = [
           meaning="steroidogenic activity (lags the LH receptor signal)"),
     State("ITT", "nmol/L", 1200.0, "T_prod + k_itt * rho * Ts", "k_itt",
           meaning="intratesticular testosterone"),
-    State("Ts", "nmol/L", 18.0, "vr * k_itt * ITT + T_exo", "LN2 / t_T + vr * k_itt * rho",
-          meaning="serum total testosterone"),
+    # the adrenal share (T_adr alone, after orchiectomy) keeps feedback from falling to zero
+    State("Ts", "nmol/L", 18.0, "vr * k_itt * ITT + T_exo + T_adr * LN2 / t_T",
+          "LN2 / t_T + vr * k_itt * rho", meaning="serum total testosterone"),
     State("E2", "pg/mL", 22.0,
           "k_ar * (1.0 - ai_inh) * (1.0 + met_ar * met)"
           " * (Ts + f_E2t / (1.0 - f_E2t) * T_testis)", "LN2 / t_E2",

@@ -404,6 +404,9 @@ REGISTRY: tuple[Param, ...] = (
     _p("spermatogonia.reserve_age_slope", "r_age", 0.05, "1/year", 0, 1,
        "fractional speeding of the reserve's loss per year of age after 35",
        "Kohn 2017 (age predicts slower recovery after hCG); size calibrated: S10"),
+    _p("steroid.adrenal_t", "T_adr", 0.52, "nmol/L", 0, 10,
+       "serum testosterone that adrenal production sustains alone (15 ng/dL: castrate level)",
+       "Oefelein 2000 Urology 56:1021 (mean 15 ng/dL after bilateral orchiectomy)"),
     _p("numerics.reserve_acceleration", "accel_R", 1.0, "1", 1, 10000,
        "speed-up of the spermatogonial reserve used only while equilibrating a new cohort "
        "(its loss takes years: the other slow states' speed-up leaves it short of steady "
