@@ -87,7 +87,8 @@ REGISTRY: tuple[Param, ...] = (
        "Veldhuis 1987 (LH pulse amplitudes vary 2-3 fold)"),
     _p("hypothalamus.feedback_e2_weight", "w_E", 0.75, "1", 0, 1,
        "share of hypothalamic steroid feedback carried by estradiol via ERalpha",
-       "Finkelstein 2016 NEJM / Hayes 2000 JCEM (aromatization mediates about half)"),
+       "calibrated: S12, S13 (the LH rise on a SERM); site: Hayes 2000 JCEM 85:3027 "
+       "(E2 feedback at the hypothalamus)"),
     _p("hypothalamus.feedback_sensitivity", "fb_sens", 1.0, "1", 0.05, 20,
        "multiplier on the strength of steroid feedback", "assumed", cv=0.15),
     _p("hypothalamus.metabolic_mass_effect", "met_mass", 0.5, "1", 0, 1,
@@ -153,7 +154,8 @@ REGISTRY: tuple[Param, ...] = (
        "intracellular degradation of stored FSH", "assumed"),
     _p("pituitary.inhibin_sensitivity", "aI_F", 0.5, "1", 0, 20,
        "reduction of FSH synthesis per unit of inhibin B (relative to reference)",
-       "calibrated: S13 (FSH high in oligozoospermia)"),
+       "calibrated: S13 (the FSH rise on a SERM); FSH hardly rises with germinal "
+       "failure (docs/validation.md)"),
     _p("pituitary.frequency_tau", "tau_z", 6.0, "h", 0.5, 48,
        "averaging time of the gonadotroph's pulse-frequency sensing", "assumed"),
     # --- Serum gonadotropins -------------------------------------------------------
@@ -233,7 +235,8 @@ REGISTRY: tuple[Param, ...] = (
        "association constant of T for albumin", "Vermeulen 1999 JCEM"),
     _p("steroid.age_t_slope", "t_age", 0.004, "1/year", 0, 0.05,
        "fractional fall of Leydig capacity per year of age after 40",
-       "Feldman 2002 MMAS (total T -0.4 %/year)"),
+       "Feldman 2002 MMAS (serum total T -0.4 %/year; on Leydig capacity LH makes up "
+       "half of it: docs/validation.md)"),
     # --- Sertoli cells, inhibin B, spermatogenesis ----------------------------------
     _p("sertoli.tau", "tau_ser", 7.0, "day", 0.1, 100,
        "time constant of Sertoli function", "assumed (FSH-driven Sertoli changes over days)"),
@@ -388,7 +391,7 @@ REGISTRY: tuple[Param, ...] = (
        "tubular androgen makes up",
        "Finkel 1985 NEJM 313:651 (hCG alone restores spermatogenesis in adult-onset "
        "gonadotropin deficiency); Burris 1988 JCEM 66:1144 (in partial congenital "
-       "deficiency); size calibrated: S10"),
+       "deficiency, in the larger testes); size calibrated: S10"),
     _p("sertoli.androgen_fsh_substitution_k", "K_TF", 1800.0, "nmol/L", 1, 20000,
        "tubular androgen (ITT) at which half of the largest substitution is reached",
        "above normal ITT about 1200 nmol/L (Coviello 2005); calibrated: S10"),

@@ -362,3 +362,10 @@ def test_no_inhibin_b_without_testes():
     o = c.observe()
     assert np.all(o["inhibin_b"] < 1e-6)
     assert np.median(o["fsh"]) > 3 * 4.0  # FSH freed from inhibin B as well as from steroids
+
+
+def test_castrate_testosterone_is_the_adrenal_share():
+    """After orchiectomy serum T is about 15 ng/dL (Oefelein 2000), not zero; in CHH too."""
+    for phenotype in ("agonadal", "chh"):
+        t = ph.Cohort(10, phenotype=phenotype, seed=2).observe()["t_total"]
+        assert np.all((t > 10.0) & (t < 25.0)), (phenotype, t)
