@@ -137,7 +137,7 @@ class RunResult:
         for i, p in enumerate(sc.phases):
             last = _last_visit_values(r, i)
             if last is None:
-                lines.append(f"  {p.name:<22}{0:>6}")
+                lines.append(f"  {p.name:<22}  (no visits in this phase)")
                 continue
             seen, vals = last
             semen = vals["sperm_conc"][np.isfinite(vals["sperm_conc"])]

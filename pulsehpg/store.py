@@ -834,8 +834,10 @@ def _open_results(path) -> h5py.File:
         raise StoreError(
             f"cannot read {path}: it is a merge of virtual views onto block files, and "
             f"{len(absent)} of them are not where it points, relative to its folder ({shown}); "
-            f"their rows would read as empty. Keep the file beside its blocks folder, or make "
-            f"a self-contained file there with `pulsehpg merge {path.name} --consolidate`",
+            f"their rows would read as empty. Keep the file beside its blocks folder; to move "
+            f"it, first make a self-contained copy where the blocks are (`pulsehpg merge "
+            f"{path.name} --consolidate`, run in the folder that holds the original file and "
+            f"its blocks)",
             path=path, errno=_errno.ENOENT)
     arrived = _reshaped_arrivals(path, f)
     if arrived:

@@ -1345,8 +1345,8 @@ def write_report(report: Report, path: Path, *, n=None, seed=None,
     npass = sum(r.passed for r in report.rows)
     lines = ["# pulsehpg validation report", "",
              (f"Generated {now} by `{command or 'pulsehpg validate'}` with pulsehpg "
-             f"{__version__}: {'each file' + chr(39) + 's cohort size' if n is None else n} "
-             f"patients per arm, seed {'of each file' if seed is None else seed}, "
+             f"{__version__}: "
+             f"{'the cohort size of each file' if n is None else f'{n} patients'} per arm, seed {'of each file' if seed is None else seed}, "
              f"{bootstrap} bootstrap resamples of patients for the 95 % intervals; "
              f"{report.seconds:.0f} s."), "",
              (f"**{npass} of {len(report.rows)} quantities pass.** A quantity passes when the "

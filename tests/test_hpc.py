@@ -197,10 +197,15 @@ def _wait(job_ids: list[str], outputs: Path) -> None:
 
 
 def test_slurm_job_array_and_merge_match_local_run(slurm, sweep, tmp_path):
-    config, local = sweep
+    config, _ = sweep
+    # options after the shard count reach every task's pulsehpg sweep (here 2 patients per
+    # point instead of the config's 3), so the reference is a local run with the same option
+    local = tmp_path / "local-n2.h5"
+    _run([sys.executable, "-m", "pulsehpg", "sweep", config, "--out", local, "-n", 2,
+          "--workers", 2], tmp_path)
     out = tmp_path / "slurm.h5"
     array = _sbatch(tmp_path, f"--array=0-{SHARDS - 1}", HPC / "sweep-array.sbatch",
-                    config, out, SHARDS)
+                    config, out, SHARDS, "-n", 2)
     merge = _sbatch(tmp_path, f"--dependency=afterany:{array}", HPC / "merge.sbatch", out)
     _wait([array, merge], tmp_path)
     logs = {p.name: p.read_text() for p in sorted(tmp_path.glob("*.out"))}
@@ -208,3 +213,4 @@ def test_slurm_job_array_and_merge_match_local_run(slurm, sweep, tmp_path):
                                   + [f"pulsehpg-merge-{merge}.out"]), logs
     assert out.is_file(), f"the merge job wrote no {out.name}:\n{logs}"
     assert_same_outcomes(out, local)
+    assert _per_patient(out)["patients/end_t_total"].size == N_PATIENTS // 3 * 2  # -n 2
