@@ -536,8 +536,9 @@ def _check_target(final: Path, overwrite: bool, action: str = "write") -> None:
         raise StoreError(f"cannot {action} {final}: a directory of that name exists",
                          path=final, errno=_errno.EISDIR)
     if not os.access(parent, os.W_OK | os.X_OK):
+        code = _not_writable_errno(parent)
         raise StoreError(f"cannot {action} {final}: directory {parent} is not writable "
-                         "(permission denied)", path=final, errno=_errno.EACCES)
+                         f"({_REASONS[code]})", path=final, errno=code)
     if not overwrite and final.exists():
         raise StoreError(f"cannot {action} {final}: the file exists (overwrite=False)",
                          path=final, errno=_errno.EEXIST)
@@ -986,9 +987,18 @@ def make_dir(path) -> Path:
         raise StoreError(f"cannot create folder {path}: {_reason(exc)}", path=path,
                          errno=_errno_of(exc)) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise StoreError(f"cannot write into folder {path}: permission denied", path=path,
-                         errno=_errno.EACCES)
+        code = _not_writable_errno(path)
+        raise StoreError(f"cannot write into folder {path}: {_REASONS[code]}", path=path,
+                         errno=code)
     return path
+
+
+def _not_writable_errno(folder: Path) -> int:
+    """Why os.access refused to write into folder: a read-only mount or the permissions."""
+    try:
+        return _errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else _errno.EACCES
+    except OSError:
+        return _errno.EACCES
 
 
 def write_bytes(path, data: bytes) -> Path:

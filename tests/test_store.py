@@ -611,3 +611,14 @@ def test_virtual_merge_memory_is_bounded_by_the_mappings_per_opening(tmp_path):
             assert np.array_equal(a[g][k], b[g][k]) if a[g][k].dtype.kind != "f" else \
                 np.array_equal(a[g][k], b[g][k], equal_nan=True)
     assert len(blocks) == 400
+
+
+def test_read_only_mount_is_named(tmp_path, monkeypatch):
+    """A folder on a read-only mount is not a permissions problem: say which it is."""
+    class _Ro:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "statvfs", lambda *a, **k: _Ro())
+    with pytest.raises(store.StoreError, match=r"not writable \(read-only file system\)"):
+        store.check_writable(tmp_path / "x.h5")
