@@ -70,6 +70,7 @@ ints, the largest value for unsigned ints, False for booleans, "" for strings.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno as _errno
 import hashlib
@@ -991,6 +992,40 @@ def make_dir(path) -> Path:
         raise StoreError(f"cannot write into folder {path}: {_REASONS[code]}", path=path,
                          errno=code)
     return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str, what: str):
+    """Hold an exclusive lock on ``folder/name`` (flock) while the block runs; StoreError if
+    another process holds it. On file systems without flock (some network mounts) the lock
+    is not taken and nothing is refused."""
+    import fcntl
+
+    path = Path(folder) / name
+    try:
+        f = open(path, "a+")
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {_reason(exc)}", path=path,
+                         errno=_errno_of(exc)) from exc
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "unknown"
+            raise StoreError(f"another process (pid {pid}) is running this {what} into "
+                             f"{folder}; wait for it to finish, or choose another --out",
+                             path=path) from None
+        except OSError:  # no flock here: run unlocked
+            pass
+        else:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
 
 
 def _not_writable_errno(folder: Path) -> int:

@@ -1050,6 +1050,17 @@ def _check_mpi_launch() -> None:
             f"python -m mpi4py.futures -m pulsehpg sweep CONFIG --executor mpi ...")
 
 
+def _mpi_workers() -> int | None:
+    """The ranks that serve rank 0 under ``python -m mpi4py.futures`` (None otherwise)."""
+    try:
+        from mpi4py import MPI
+        from mpi4py.futures import _core
+    except ImportError:  # pragma: no cover
+        return None
+    size = MPI.COMM_WORLD.Get_size()
+    return size - 1 if size > 1 and getattr(_core, "SharedPool", None) is not None else None
+
+
 def _make_executor(executor, workers: int | None):
     """(executor, owned, max tasks in flight)."""
     if isinstance(executor, cf.Executor):
@@ -1064,7 +1075,7 @@ def _make_executor(executor, workers: int | None):
     if executor == "mpi":
         MPIPoolExecutor = _mpi_pool_class()
         ex = MPIPoolExecutor(max_workers=workers) if workers else MPIPoolExecutor()
-        n = workers or getattr(ex, "_max_workers", None) or default_workers()
+        n = workers or _mpi_workers() or getattr(ex, "_max_workers", None) or default_workers()
         return ex, True, 2 * max(1, int(n))
     raise SweepUsageError(f"executor: expected 'process', 'mpi' or a concurrent.futures.Executor,"
                           f" got {executor!r}")
@@ -1352,6 +1363,17 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     store.check_writable(out)
     store.make_dir(bdir)
     store.check_writable(bdir / MANIFEST, results=False)
+    # a second run of the same sweep (or shard) into the same folder would redo every block
+    # beside this one; other shards of it run side by side
+    who = "sweep" if shard is None else f"shard {shard[0]}/{shard[1]}"
+    lock = "sweep.lock" if shard is None else f"shard-{shard[0]}-of-{shard[1]}.lock"
+    with store.folder_lock(bdir, lock, who):
+        return _run_sweep(cfg, shard, out, bdir, workers, executor, resume, consolidate,
+                          progress, stream, keep_going)
+
+
+def _run_sweep(cfg: SweepConfig, shard, out: Path, bdir: Path, workers, executor, resume,
+               consolidate, progress, stream, keep_going) -> SweepResult:
     mpath = bdir / MANIFEST
     manifest = _manifest(cfg, out)
     if mpath.exists():
@@ -1420,7 +1442,8 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     if todo:
         ex, owned, inflight = _make_executor(executor, workers)
         if progress:
-            nw = workers or (default_workers() if executor in (None, "process") else None)
+            nw = workers or (default_workers() if executor in (None, "process")
+                             else _mpi_workers() if executor == "mpi" else None)
             (stream or sys.stderr).write(
                 f"sweep {cfg.name}: {len(todo)} block(s), {total} patients"
                 + (f" ({len(finished)} block(s) already done)" if finished else "")

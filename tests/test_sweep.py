@@ -1021,3 +1021,25 @@ def test_block_out_of_memory_advice_fits_the_block(tmp_path):
     assert "block 0 failed: out of memory; use fewer workers or fewer patients per point" \
         in proc.stderr
     assert not (tmp_path / "mem.h5").exists()
+
+
+def test_a_second_run_of_the_same_sweep_at_once_is_refused(tmp_path):
+    """Two identical sweeps into one --out would both run every block; shards of one sweep
+    run side by side."""
+    p = write_config(tmp_path)
+    out = tmp_path / "twice.h5"
+    bdir = blocks_dir(out)
+    bdir.mkdir()
+    with store.folder_lock(bdir, "sweep.lock", "sweep"):  # as a running sweep holds it
+        r = cli_run("sweep", p, "-o", out, "-w", "1")
+        assert r.exit_code == 2, r.output
+        assert f"(pid {os.getpid()}) is running this sweep into {bdir}" in r.output
+        assert "Traceback" not in r.output and not out.exists()
+        assert not list(bdir.glob("block-*.h5"))
+    with store.folder_lock(bdir, "shard-0-of-2.lock", "shard 0/2"):
+        r = cli_run("sweep", p, "-o", out, "-w", "1", "--shard", "1/2")
+        assert r.exit_code == 0, r.output
+        r = cli_run("sweep", p, "-o", out, "-w", "1", "--shard", "0/2")
+        assert r.exit_code == 2 and "running this shard 0/2" in r.output
+    assert cli_run("sweep", p, "-o", out, "-w", "1", "--resume").exit_code == 0
+    assert store.read(out)["patients"]["point"].size > 0
