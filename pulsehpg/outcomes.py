@@ -51,7 +51,10 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray):
 
 
 def fraction_by(time: np.ndarray, event: np.ndarray, at: float) -> float:
-    """Kaplan-Meier fraction with the event by time ``at``."""
+    """Kaplan-Meier fraction with the event by time ``at`` (NaN when no patient has a time:
+    an outcome not defined for any of them, such as recovery to a baseline they lack)."""
+    if not np.isfinite(time).any():
+        return float("nan")
     ts, fs = kaplan_meier(time, event)
     k = np.searchsorted(ts, at, side="right")
     return float(fs[k - 1]) if k > 0 else 0.0
@@ -64,8 +67,9 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
     ``sperm_ge_<thr>``: the first semen analysis with at least ``thr`` M/mL.
     ``sperm_recovered_<thr>``: recovery as Liu 2006 defines it, to ``thr`` or to the
     man's own baseline concentration (true value at the cohort's start) when that is
-    lower; not defined (time NaN, no event) for a baseline below
-    ``RECOVERY_BASELINE_MIN`` or without one (``baseline_sperm`` None).
+    lower; not defined for a baseline below ``RECOVERY_BASELINE_MIN`` or without one
+    (``baseline_sperm`` None): time NaN, which Kaplan-Meier estimates leave out, and event
+    False (a yes/no column has no missing value; read the time, not the event).
     """
     sc = run.scenario
     n = run.n

@@ -33,8 +33,9 @@ PHENOTYPES: dict[str, Phenotype] = {
         ),
         Phenotype(
             "idiopathic_oligozoospermia",
-            "primary germinal impairment with normal androgens: sperm median about 13 M/mL "
-            "(10-90 %: 7-30); FSH only slightly raised in pulsehpg (docs/validation.md)",
+            "primary germinal impairment with normal androgens: sperm median about 12-14 "
+            "M/mL (10-90 %: about 6-30); FSH only slightly raised in pulsehpg "
+            "(docs/validation.md)",
             set={"patient.testis_function": 0.18},
         ),
         Phenotype(

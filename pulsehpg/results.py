@@ -83,7 +83,8 @@ def _observable_meanings() -> dict[str, str]:
 
 def _event_label(rest: str) -> str:
     for head, tail in (("sperm_ge_", " M/mL"),
-                       ("sperm_recovered_", " M/mL, or the baseline if lower (Liu 2006)")):
+                       ("sperm_recovered_", " M/mL, or the baseline if lower (Liu 2006; "
+                                            "not defined, time NaN, below a 1 M/mL baseline)")):
         if rest.startswith(head):
             return f"sperm concentration >= {rest[len(head):]}{tail}"
     return _LABELS.get(rest, rest.replace("_", " "))

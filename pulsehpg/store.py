@@ -995,37 +995,42 @@ def make_dir(path) -> Path:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: Path, name: str, what: str):
-    """Hold an exclusive lock on ``folder/name`` (flock) while the block runs; StoreError if
-    another process holds it. On file systems without flock (some network mounts) the lock
-    is not taken and nothing is refused."""
+def folder_lock(folder: Path, locks: Sequence[tuple[str, bool]], what: str):
+    """Hold flock locks on files in ``folder`` while the block runs: (name, exclusive) pairs,
+    taken in order; StoreError if another process holds one in a conflicting mode. The
+    files are made writable for everyone who may write the folder (a user resuming
+    another's sweep), and opened read-only where they cannot be written. On file systems
+    without flock (some network mounts) nothing is locked and nothing is refused."""
     import fcntl
 
-    path = Path(folder) / name
+    held = []
     try:
-        f = open(path, "a+")
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {_reason(exc)}", path=path,
-                         errno=_errno_of(exc)) from exc
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "unknown"
-            raise StoreError(f"another process (pid {pid}) is running this {what} into "
-                             f"{folder}; wait for it to finish, or choose another --out",
-                             path=path) from None
-        except OSError:  # no flock here: run unlocked
-            pass
-        else:
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
+        for name, exclusive in locks:
+            path = Path(folder) / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PermissionError:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError as exc:
+                    raise StoreError(f"cannot open {path}: {_reason(exc)}", path=path,
+                                     errno=_errno_of(exc)) from exc
+            except OSError as exc:
+                raise StoreError(f"cannot write {path}: {_reason(exc)}", path=path,
+                                 errno=_errno_of(exc)) from exc
+            held.append(fd)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"another process is running {what} into {folder} ({name} "
+                                 f"is locked); wait for it to finish, or choose another --out",
+                                 path=path) from None
+            except OSError:  # no flock here: run unlocked
+                pass
         yield
     finally:
-        f.close()  # releases the lock
+        for fd in held:
+            os.close(fd)  # releases its lock
 
 
 def _not_writable_errno(folder: Path) -> int:

@@ -1363,11 +1363,15 @@ def sweep(config, out=None, *, workers: int | None = None, executor="process", s
     store.check_writable(out)
     store.make_dir(bdir)
     store.check_writable(bdir / MANIFEST, results=False)
-    # a second run of the same sweep (or shard) into the same folder would redo every block
-    # beside this one; other shards of it run side by side
-    who = "sweep" if shard is None else f"shard {shard[0]}/{shard[1]}"
-    lock = "sweep.lock" if shard is None else f"shard-{shard[0]}-of-{shard[1]}.lock"
-    with store.folder_lock(bdir, lock, who):
+    # a second run of the same sweep or shard into the same folder would redo its blocks
+    # beside this one: the whole sweep locks sweep.lock exclusively, a shard shares it and
+    # locks its own file, so shards run side by side but not beside the whole sweep
+    if shard is None:
+        who, locks = "this sweep", [("sweep.lock", True)]
+    else:
+        who = f"this sweep or its shard {shard[0]}/{shard[1]}"
+        locks = [("sweep.lock", False), (f"shard-{shard[0]}-of-{shard[1]}.lock", True)]
+    with store.folder_lock(bdir, locks, who):
         return _run_sweep(cfg, shard, out, bdir, workers, executor, resume, consolidate,
                           progress, stream, keep_going)
 

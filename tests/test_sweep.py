@@ -1024,22 +1024,44 @@ def test_block_out_of_memory_advice_fits_the_block(tmp_path):
 
 
 def test_a_second_run_of_the_same_sweep_at_once_is_refused(tmp_path):
-    """Two identical sweeps into one --out would both run every block; shards of one sweep
-    run side by side."""
+    """Two identical sweeps into one --out would both run every block, and so would a whole
+    sweep beside one of its shards; shards of one sweep run side by side."""
     p = write_config(tmp_path)
     out = tmp_path / "twice.h5"
     bdir = blocks_dir(out)
     bdir.mkdir()
-    with store.folder_lock(bdir, "sweep.lock", "sweep"):  # as a running sweep holds it
-        r = cli_run("sweep", p, "-o", out, "-w", "1")
-        assert r.exit_code == 2, r.output
-        assert f"(pid {os.getpid()}) is running this sweep into {bdir}" in r.output
-        assert "Traceback" not in r.output and not out.exists()
-        assert not list(bdir.glob("block-*.h5"))
-    with store.folder_lock(bdir, "shard-0-of-2.lock", "shard 0/2"):
+    whole = [("sweep.lock", True)]
+    shard0 = [("sweep.lock", False), ("shard-0-of-2.lock", True)]
+    with store.folder_lock(bdir, whole, "this sweep"):  # as a running sweep holds it
+        for extra in ((), ("--shard", "1/2")):
+            r = cli_run("sweep", p, "-o", out, "-w", "1", *extra)
+            assert r.exit_code == 2, r.output
+            assert "another process is running this sweep" in r.output
+            assert "Traceback" not in r.output and not out.exists()
+            assert not list(bdir.glob("block-*.h5"))
+    with store.folder_lock(bdir, shard0, "shard 0/2"):
         r = cli_run("sweep", p, "-o", out, "-w", "1", "--shard", "1/2")
         assert r.exit_code == 0, r.output
-        r = cli_run("sweep", p, "-o", out, "-w", "1", "--shard", "0/2")
-        assert r.exit_code == 2 and "running this shard 0/2" in r.output
+        for extra in (("--shard", "0/2"), ("--resume",)):
+            r = cli_run("sweep", p, "-o", out, "-w", "1", *extra)
+            assert r.exit_code == 2 and "is locked" in r.output, r.output
     assert cli_run("sweep", p, "-o", out, "-w", "1", "--resume").exit_code == 0
     assert store.read(out)["patients"]["point"].size > 0
+
+
+def test_lock_files_of_another_user_do_not_stop_a_resume(tmp_path, monkeypatch):
+    """A lock file this user may not write (left by another user's finished run) is locked
+    through a read-only descriptor instead of refusing the run."""
+    p = write_config(tmp_path)
+    out = tmp_path / "shared.h5"
+    pulsehpg.sweep(p, out=out, workers=1, shard="0/2")
+    real_open = os.open
+
+    def as_other_user(path, flags, *mode):  # what os.open does for a 0644 file of another
+        if str(path).endswith(".lock") and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *mode)
+
+    monkeypatch.setattr(os, "open", as_other_user)
+    res = pulsehpg.sweep(p, out=out, workers=1, shard="0/2", resume=True)
+    assert res.blocks_run == 0 and res.blocks_skipped > 0

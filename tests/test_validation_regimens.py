@@ -150,3 +150,7 @@ def test_sperm_thresholds_are_absolute_and_recovery_needs_a_baseline():
             assert t[i] == pytest.approx(first)
     assert np.all(np.isnan(o["days_to_sperm_recovered_20"]))
     assert not o["event_sperm_recovered_20"].any()
+    # undefined for everyone: no fraction, not a fraction of 0
+    assert np.isnan(fraction_by(o["days_to_sperm_recovered_20"],
+                                o["event_sperm_recovered_20"], 6 * MONTH))
+    assert fraction_by(t, e, 12 * MONTH) > 0
