@@ -6,6 +6,7 @@ value and what is allowed; the simulation itself runs in :mod:`pulsehpg._core`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -85,11 +86,15 @@ class Numerics:
         return cls(**({"h0": 1.0 / 480.0, "growth": 0.25, "levels": 5} | changes))
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"numerics.{f.name}: expected a number, got {v!r:.60}")
         if not (0 < self.h0 <= 1) or not (0 < self.growth <= 8):
             raise ValueError(f"numerics: h0 must be in (0, 1] h and growth in (0, 8], got {self}")
         if not (0 < self.coarse_step <= 24):
             raise ValueError(f"numerics.coarse_step must be in (0, 24] h, got {self.coarse_step}")
-        if not (1 <= self.levels <= _core.MAX_LEVELS):
+        if not float(self.levels).is_integer() or not (1 <= self.levels <= _core.MAX_LEVELS):
             raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
         # the registry's ranges of the two speed-ups they set
         if not (1 <= self.burn_in_accel <= 100):

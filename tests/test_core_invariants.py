@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pulsehpg import DRUG_NAMES, OBSERVABLES, Cohort
+from pulsehpg import DRUG_NAMES, OBSERVABLES, Cohort, Numerics
 
 # Usual single doses (the drug's unit); the overdose test gives 100 times these.
 USUAL_DOSE = {
@@ -404,3 +404,14 @@ def test_bad_cohort_arguments():
         Cohort(2, seed=-1, equilibrate=False)
     with pytest.raises(ValueError, match=r"^params\['steroid.shbg'\]"):
         Cohort(2, params={"steroid.shbg": [30.0]}, equilibrate=False)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"burn_in_reserve_accel": "x"}, "numerics.burn_in_reserve_accel: expected a number, got 'x'"),
+    ({"h0": None}, "numerics.h0: expected a number, got None"),
+    ({"levels": 2.5}, "numerics.levels must be 1..12, got 2.5"),
+    ({"burn_in_accel": 0.5}, r"numerics.burn_in_accel must be in \[1, 100\], got 0.5"),
+])
+def test_numerics_refuses_bad_values(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        Numerics(**kw)
