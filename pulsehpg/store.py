@@ -831,11 +831,10 @@ def _open_results(path) -> h5py.File:
     absent = _absent_sources(path, f)
     if absent:
         f.close()
-        shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3
-                                         else "")
         raise StoreError(
             f"cannot read {path}: it is a merge of virtual views onto block files, and "
-            f"{len(absent)} of them are not where it points, relative to its folder ({shown}); "
+            f"{len(absent)} of them are not where it points, relative to its folder "
+            f"({_first_few(absent)}); "
             f"their rows would read as empty. Keep the file beside its blocks folder; to move "
             f"it, first make a self-contained copy where the blocks are (`pulsehpg merge "
             f"{path.name} --consolidate`, run in the folder that holds the original file and "
@@ -844,14 +843,16 @@ def _open_results(path) -> h5py.File:
     arrived = _reshaped_arrivals(path, f)
     if arrived:
         f.close()
-        shown = ", ".join(arrived[:3]) + (f" and {len(arrived) - 3} more" if len(arrived) > 3
-                                          else "")
         raise StoreError(
             f"cannot read {path}: {len(arrived)} of the blocks missing when it was merged are "
-            f"there now ({shown}), with a number of visits per patient other than the merge "
+            f"there now ({_first_few(arrived)}), with a number of visits per patient other than the merge "
             f"reserved for them; run `pulsehpg merge {path}` again to include them",
             path=path)
     return f
+
+
+def _first_few(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 def _reshaped_arrivals(path: Path, f: h5py.File) -> list[str]:
