@@ -414,7 +414,6 @@ def _slow_factor(state: model.State) -> str:
     return f" * {state.speedup}" if state.slow else ""
 
 
-
 def _body(lang: str) -> dict[str, list[str]]:
     """Statement lists (language-neutral shape) for each generated function."""
     em = _Emitter(lang)

@@ -45,8 +45,8 @@ DEATH_STAGES = range(3, 10)  # spermatocytes (meiosis): hormone-dependent apopto
 # survival) <= d_max, times accel, and the spermatogonial reserve's rates, times accel_R.
 # The multirate core keeps its coarse step within the explicit part's stability for them
 # (sped up, a high d_max would otherwise make the chain diverge).
-COARSE_LOSS_BOUND = ("d_max * accel + pos((1.0 / tau_Rg + (1.0 + r_age * pos(age - 35.0)) / tau_Rl)"
-                     " * accel_R - d_max * accel)")
+COARSE_LOSS_BOUND = ("d_max * accel + pos((1.0 / tau_Rg + (1.0 + r_age * pos(age - 35.0))"
+                     " / tau_Rl) * accel_R - d_max * accel)")
 EARLY_STAGES = range(0, 5)  # spermatogonia/early spermatocytes: seen by inhibin B
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SPERM_THRESHOLDS", "RECOVERY_BASELINE_MIN", "LH_NORMAL", "T_NORMAL", "time_to_event", "kaplan_meier",
-           "patient_outcomes"]
+__all__ = ["SPERM_THRESHOLDS", "RECOVERY_BASELINE_MIN", "LH_NORMAL", "T_NORMAL", "time_to_event",
+           "kaplan_meier", "fraction_by", "patient_outcomes"]
 
 SPERM_THRESHOLDS = (1.0, 5.0, 15.0, 20.0)  # M/mL
 # the lowest baseline a man can "recover to": below it (CHH, azoospermia) there is no

@@ -834,19 +834,18 @@ def _open_results(path) -> h5py.File:
         raise StoreError(
             f"cannot read {path}: it is a merge of virtual views onto block files, and "
             f"{len(absent)} of them are not where it points, relative to its folder "
-            f"({_first_few(absent)}); "
-            f"their rows would read as empty. Keep the file beside its blocks folder; to move "
-            f"it, first make a self-contained copy where the blocks are (`pulsehpg merge "
-            f"{path.name} --consolidate`, run in the folder that holds the original file and "
-            f"its blocks)",
+            f"({_first_few(absent)}); their rows would read as empty. Keep the file beside "
+            f"its blocks folder; to move it, first make a self-contained copy where the blocks "
+            f"are (`pulsehpg merge {path.name} --consolidate`, run in the folder that holds the "
+            f"original file and its blocks)",
             path=path, errno=_errno.ENOENT)
     arrived = _reshaped_arrivals(path, f)
     if arrived:
         f.close()
         raise StoreError(
             f"cannot read {path}: {len(arrived)} of the blocks missing when it was merged are "
-            f"there now ({_first_few(arrived)}), with a number of visits per patient other than the merge "
-            f"reserved for them; run `pulsehpg merge {path}` again to include them",
+            f"there now ({_first_few(arrived)}), with a number of visits per patient other "
+            f"than the merge reserved for them; run `pulsehpg merge {path}` again to include them",
             path=path)
     return f
 

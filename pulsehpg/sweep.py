@@ -1032,17 +1032,22 @@ def _mpi_pool_class():
     return MPIPoolExecutor
 
 
-def _check_mpi_launch() -> None:
-    """Refuse a sweep that mpiexec started on every rank: without ``-m mpi4py.futures``
-    each rank runs the whole sweep into the same files (the work repeated, the writes
-    racing), instead of rank 0 handing blocks to the others."""
+def _mpi_world() -> tuple[int, bool]:
+    """(MPI processes, whether this one runs under ``python -m mpi4py.futures``)."""
     try:
         from mpi4py import MPI
         from mpi4py.futures import _core
     except ImportError:  # pragma: no cover - mpi4py without its futures core
-        return
-    size = MPI.COMM_WORLD.Get_size()
-    if size > 1 and getattr(_core, "SharedPool", None) is None:
+        return 1, False
+    return MPI.COMM_WORLD.Get_size(), getattr(_core, "SharedPool", None) is not None
+
+
+def _check_mpi_launch() -> None:
+    """Refuse a sweep that mpiexec started on every rank: without ``-m mpi4py.futures``
+    each rank runs the whole sweep into the same files (the work repeated, the writes
+    racing), instead of rank 0 handing blocks to the others."""
+    size, shared = _mpi_world()
+    if size > 1 and not shared:
         raise SweepUsageError(
             f"executor 'mpi': this is one of {size} MPI processes that each started the "
             f"sweep, so every one would run all of it; start it through mpi4py.futures, "
@@ -1052,13 +1057,8 @@ def _check_mpi_launch() -> None:
 
 def _mpi_workers() -> int | None:
     """The ranks that serve rank 0 under ``python -m mpi4py.futures`` (None otherwise)."""
-    try:
-        from mpi4py import MPI
-        from mpi4py.futures import _core
-    except ImportError:  # pragma: no cover
-        return None
-    size = MPI.COMM_WORLD.Get_size()
-    return size - 1 if size > 1 and getattr(_core, "SharedPool", None) is not None else None
+    size, shared = _mpi_world()
+    return size - 1 if size > 1 and shared else None
 
 
 def _make_executor(executor, workers: int | None):
