@@ -35,6 +35,8 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray):
 
     Returns (t, fraction) at the distinct event times (NaN times are excluded).
     """
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=bool)  # 0/1 flags index, and ~ flips bits, otherwise
     ok = np.isfinite(time)
     t, e = time[ok], event[ok]
     order = np.lexsort((~e, t))  # events before censorings at equal times
@@ -51,11 +53,18 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray):
 
 
 def fraction_by(time: np.ndarray, event: np.ndarray, at: float) -> float:
-    """Kaplan-Meier fraction with the event by time ``at`` (NaN when no patient has a time:
-    an outcome not defined for any of them, such as recovery to a baseline they lack)."""
+    """Kaplan-Meier fraction with the event by time ``at``.
+
+    NaN when no patient has a time (an outcome not defined for any of them, such as
+    recovery to a baseline they lack), and when ``at`` lies after the last time observed
+    while some patients are still without the event: the estimate is not defined past the
+    data (it would repeat its last value)."""
+    time = np.asarray(time, dtype=float)
     if not np.isfinite(time).any():
         return float("nan")
     ts, fs = kaplan_meier(time, event)
+    if at > np.nanmax(time) and not (fs.size and fs[-1] >= 1.0 - 1e-12):
+        return float("nan")
     k = np.searchsorted(ts, at, side="right")
     return float(fs[k - 1]) if k > 0 else 0.0
 
@@ -63,6 +72,11 @@ def fraction_by(time: np.ndarray, event: np.ndarray, at: float) -> float:
 def patient_outcomes(run, end_obs: dict[str, np.ndarray],
                      baseline_sperm: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Outcome table (1-D per patient) of a finished RegimenRun.
+
+    Times are days from time zero to the first visit at or after it where the event is
+    seen (a visit at exactly time zero counts, also one that closes the phase before it),
+    else to the last such visit (censored). ``nadir_*`` and ``peak_*`` are over all visits,
+    those before time zero included.
 
     ``sperm_ge_<thr>``: the first semen analysis with at least ``thr`` M/mL.
     ``sperm_recovered_<thr>``: recovery as Liu 2006 defines it, to ``thr`` or to the
@@ -80,9 +94,12 @@ def patient_outcomes(run, end_obs: dict[str, np.ndarray],
     times = run.visit_time
     labs = run.visit_labs
     out: dict[str, np.ndarray] = {"time_zero_h": t0}
-    # how long after time zero the run followed the patient: a fraction "by" a later
-    # time would only repeat the last one
-    out["follow_up_days"] = (run.horizon - t0) / 24.0
+    # how long after time zero the run followed the patient (to the end of his regimen,
+    # which a rule may bring forward): a fraction "by" a later time would only repeat the
+    # last one
+    end = np.where(np.isfinite(run.ended_at), np.minimum(run.ended_at, run.horizon),
+                   run.horizon)
+    out["follow_up_days"] = (end - t0) / 24.0
     semen = np.isfinite(labs["sperm_conc"])
     base = np.full(n, np.nan) if baseline_sperm is None else baseline_sperm
     out["baseline_sperm_conc"] = base

@@ -245,6 +245,10 @@ def _range_text(low: float, high: float) -> str:
     return f"{_fmt(low)} to {_fmt(high)}"
 
 
+# the share of bootstrap resamples in which a quantity must be defined for its interval
+MIN_DEFINED = 0.95
+
+
 def _fmt(x: float) -> str:
     if x is None or not np.isfinite(x):
         return "n/a" if x is None or np.isnan(x) else ("inf" if x > 0 else "-inf")
@@ -852,9 +856,13 @@ class Simulation:
                 value = float(stat(self.all()))
                 boot = np.array([stat(s) for s in samples], dtype=float)
                 boot = boot[np.isfinite(boot)]
-                lo, hi = (np.percentile(boot, [2.5, 97.5]) if boot.size else (np.nan, np.nan))
+                # an interval over the resamples where the quantity is defined would be
+                # conditional on it (e.g. a median reached): withheld when many are not
+                lo, hi = (np.percentile(boot, [2.5, 97.5])
+                          if boot.size and boot.size >= MIN_DEFINED * len(samples)
+                          else (np.nan, np.nan))
                 rows.append(Row(self.spec.id, q, value, float(lo), float(hi), q.passes(value),
-                                int(boot.size)))
+                                int(boot.size), len(samples)))
         return rows
 
 
@@ -1019,7 +1027,9 @@ def _subset(sim, arm: str, where: Value | None):
 def km_median(t: np.ndarray, e: np.ndarray) -> float:
     """Kaplan-Meier median time to the event (NaN if half the cohort never has it)."""
     ts, fs = kaplan_meier(t, e)
-    k = np.searchsorted(fs, 0.5)
+    # the first time the fraction reaches one half (as lifelines reports it), with room
+    # for rounding: 1 - prod(1 - d/n) that is 1/2 exactly can come out as 0.4999999999999999
+    k = np.searchsorted(fs, 0.5 - 1e-12)
     return float(ts[k]) if k < ts.size else np.nan
 
 
@@ -1262,12 +1272,15 @@ class Row:
     low: float  # 95 % bootstrap interval
     high: float
     passed: bool
-    resamples: int = 0
+    resamples: int = 0  # bootstrap resamples where the quantity is defined
+    bootstrap: int = 0  # of this many
 
     def cells(self, markdown: bool = False) -> list[str]:
         q = self.quantity
         unit = f" {q.unit}" if q.unit else ""
+        undefined = self.bootstrap - self.resamples
         ci = (f"{_fmt(self.low)} to {_fmt(self.high)}" if np.isfinite(self.low)
+              else f"n/a ({undefined} of {self.bootstrap} undefined)" if undefined > 0
               else "n/a")
         target = f"{q.target}{unit} ({q.source})"
         accepted = q.accepted + (f" ({q.note})" if q.note else "")
@@ -1347,7 +1360,8 @@ def write_report(report: Report, path: Path, *, n=None, seed=None,
              (f"Generated {now} by `{command or 'pulsehpg validate'}` with pulsehpg "
              f"{__version__}: "
              f"{'the cohort size of each file' if n is None else f'{n} patients'} per arm, seed {'of each file' if seed is None else seed}, "
-             f"{bootstrap} bootstrap resamples of patients for the 95 % intervals; "
+             f"{bootstrap} bootstrap resamples of patients for the 95 % intervals (none where "
+             f"a quantity is undefined in more than {1 - MIN_DEFINED:.0%} of them); "
              f"{report.seconds:.0f} s."), "",
              (f"**{npass} of {len(report.rows)} quantities pass.** A quantity passes when the "
              "point estimate (all patients) is inside the accepted range."), ""]

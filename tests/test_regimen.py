@@ -655,6 +655,53 @@ time_zero = "recovery"
         assert float(six) >= 0.0 and twelve.strip() == "-" and twentyfour.strip() == "-"
 
 
+def test_follow_up_ends_where_a_rule_ends_the_regimen():
+    """A man whose regimen a rule ends early is followed to then, not to the run's end: no
+    fraction 'by 6 months' from a week of data."""
+    text = """
+[cohort]
+n = 6
+[[phase]]
+name = "trt"
+duration = "2 weeks"
+[[phase]]
+name = "recovery"
+duration = "8 months"
+[[phase.visit]]
+every = "1 week"
+labs = ["lh", "semen"]
+[[phase.rule]]
+name = "stop"
+when = "lh >= 0"
+then = [{ action = "end" }]
+[outcomes]
+time_zero = "recovery"
+"""
+    res = run(parse_scenario(text))
+    o = res.outcomes
+    assert np.allclose(o["follow_up_days"], 7.0)  # the first weekly visit ends it
+    assert np.allclose(o["ended_at_h"] - o["time_zero_h"], 7 * 24.0)
+    lines = [x for x in res.summary().splitlines() if "by 6/12/24" in x]
+    assert lines and all(x.split(":")[1].split(" / ")[0].strip() == "-" for x in lines)
+
+
+def test_kaplan_meier_conventions():
+    """0/1 flags as well as booleans; the median where the fraction reaches 1/2 exactly
+    (1 - prod(1 - d/n) rounds below it); no fraction past the last time observed."""
+    from pulsehpg.outcomes import fraction_by, kaplan_meier
+    from pulsehpg.validation import km_median
+
+    t = np.array([1.0, 2, 3, 4])
+    ts, fs = kaplan_meier(t, np.array([0, 1, 0, 1]))
+    assert ts.tolist() == [2.0, 4.0] and np.allclose(fs, [1 / 3, 1.0])
+    for n in (24, 28, 30, 38):  # no censoring: the fraction is k/n, 1/2 at the n/2-th time
+        assert km_median(np.arange(1.0, n + 1), np.ones(n, bool)) == n / 2
+    e = np.array([True, True, False, False])
+    assert fraction_by(t, e, 4.0) == pytest.approx(0.5)
+    assert np.isnan(fraction_by(t, e, 5.0))  # two men still without it, none seen past 4
+    assert fraction_by(t, np.ones(4, bool), 9.0) == 1.0  # all had it: stays 1
+
+
 # --- reproducibility ---------------------------------------------------------------------
 REPRO = """
 [cohort]

@@ -182,3 +182,19 @@ def test_bootstrap_is_paired_and_reproducible():
             assert r.low <= r.high
     again = sim.evaluate(bootstrap=40, seed=3)
     assert [(r.value, r.low, r.high) for r in rows] == [(r.value, r.low, r.high) for r in again]
+
+
+def test_interval_withheld_when_many_resamples_are_undefined():
+    """An interval over only the resamples where a quantity is defined (a median reached)
+    would be conditional on it: withheld, and the table says how many were undefined."""
+    spec = validation.load(VALIDATION / "S7-hcg-during-trt.toml")
+    sim = validation.simulate(spec, n=6, threads=2, arms=None)
+    q0, q1 = spec.quantities[0].id, spec.quantities[1].id
+    sim.stat(q0), sim.stat(q1)
+    sim._stats[q0] = lambda s: np.nan if s["untreated"][0] % 2 else 1.0  # about half
+    sim._stats[q1] = lambda s: 1.0 + 0.01 * s["untreated"][0]
+    rows = {r.quantity.id: r for r in sim.evaluate(bootstrap=40, seed=3)}
+    r0 = rows[q0]
+    assert np.isnan(r0.low) and 0 < r0.resamples < 38 and r0.bootstrap == 40
+    assert f"n/a ({40 - r0.resamples} of 40 undefined)" in r0.cells()
+    assert np.isfinite(rows[q1].low) and rows[q1].resamples == 40
