@@ -690,8 +690,8 @@ def inspect_cmd(path):
                    "recovered to --threshold by --at)")
 @click.option("--at", "at", metavar="DURATION", default=None,
               help="sweep: the time after time zero of the recovery fraction, e.g. '6 "
-                   "months' (default: 12 months, or the shortest follow-up of the points); "
-                   "points followed for less have no value")
+                   "months' (default: 12 months, or the longest follow-up of any point); a "
+                   "point whose men all left before it, some without the event, has no value")
 @click.option("--by", "by", metavar="AXIS", default=None,
               help="sweep: a second swept axis; draws the outcome as a surface over --x and "
                    "--by (other axes pooled)")

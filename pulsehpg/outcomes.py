@@ -52,19 +52,25 @@ def kaplan_meier(time: np.ndarray, event: np.ndarray):
     return np.array(ts), np.array(fs)
 
 
-def fraction_by(time: np.ndarray, event: np.ndarray, at: float) -> float:
+def fraction_by(time: np.ndarray, event: np.ndarray, at: float,
+                follow: np.ndarray | None = None) -> float:
     """Kaplan-Meier fraction with the event by time ``at``.
 
     NaN when no patient has a time (an outcome not defined for any of them, such as
-    recovery to a baseline they lack), and when ``at`` lies after the last time observed
-    while some patients are still without the event: the estimate is not defined past the
-    data (it would repeat its last value)."""
+    recovery to a baseline they lack). With ``follow`` (each patient's follow-up, in the
+    unit of ``time``), also NaN when ``at`` lies after everyone's follow-up while some are
+    without the event: the estimate would only repeat its last value.
+    """
     time = np.asarray(time, dtype=float)
-    if not np.isfinite(time).any():
+    ok = np.isfinite(time)
+    if not ok.any():
         return float("nan")
     ts, fs = kaplan_meier(time, event)
-    if at > np.nanmax(time) and not (fs.size and fs[-1] >= 1.0 - 1e-12):
-        return float("nan")
+    if follow is not None:
+        followed = np.asarray(follow, dtype=float)[ok]
+        done = fs.size and fs[-1] >= 1.0 - 1e-12  # every patient had it: stays at 1
+        if not done and not np.nanmax(followed, initial=-np.inf) >= at - 1e-9:
+            return float("nan")
     k = np.searchsorted(ts, at, side="right")
     return float(fs[k - 1]) if k > 0 else 0.0
 

@@ -367,27 +367,28 @@ def _sweep_statistic(ds, threshold: float, y: str | None, at: float | None = Non
         np.fmax.at(per_point, order[np.searchsorted(points[order], ds["patient_point"].values)],
                    follow)
         per_point = per_point[np.isfinite(per_point)]
-        shortest = per_point.min(initial=np.inf) if per_point.size else np.nan
-        if not shortest > 0:
+        longest = per_point.max(initial=-np.inf) if per_point.size else np.nan
+        if not longest > 0:
             raise PlotError(f"{tkey} has no follow-up after time zero in any point")
-        # a fraction by a time after a point's follow-up would repeat its last value
         if at is None:
-            at = min(12 * DAYS_PER_MONTH, shortest)
-        elif not (per_point >= at - 1e-9).any():
+            at = min(12 * DAYS_PER_MONTH, longest)
+        elif at > longest + 1e-9:
             raise PlotError(f"--at {at / DAYS_PER_MONTH:.3g} months is after the follow-up of "
-                            f"every point (the longest: {per_point.max() / DAYS_PER_MONTH:.3g} "
+                            f"every point (the longest: {longest / DAYS_PER_MONTH:.3g} "
                             f"months after time zero)")
+        # a point whose men all left before `at` (a rule ending the regimen), some without
+        # the event, has no value: its Kaplan-Meier estimate is not defined past its data
 
         def stat(mask):
             ok = mask & np.isfinite(time)
-            if not ok.any() or not np.nanmax(follow[mask], initial=-np.inf) >= at - 1e-9:
-                return np.nan, np.nan, np.nan
-            return fraction_by(time[ok], event[ok], at), np.nan, np.nan
+            v = fraction_by(time[ok], event[ok], at, follow[ok]) if ok.any() else np.nan
+            return v, np.nan, np.nan
         by = f"{at / DAYS_PER_MONTH:.3g} months"
         ylabel = f"fraction with sperm >= {threshold:g} M/mL by {by} (Kaplan-Meier)"
         what = f"recovery to {threshold:g} M/mL by {by}"
-        if (per_point < at - 1e-9).any():
-            what += " (no value where the follow-up is shorter)"
+        pp = np.asarray(ds["patient_point"].values)
+        if any(np.isnan(stat(pp == k)[0]) for k in np.unique(pp[np.isfinite(time)])):
+            what += " (no value where men left without it before then)"
         return stat, ylabel, what
     if y not in ds or ds[y].dims != ("patient",):
         have = [v for v in ds.data_vars if ds[v].dims == ("patient",)]
@@ -564,9 +565,9 @@ def plot(path, kind: str, out, *, threshold: float | None = None, x: str | None 
     are 2-6 points, else pooled, with reference ranges shaded), 'recovery' (Kaplan-Meier
     time to sperm >= threshold M/mL, one curve per sweep point), 'sweep' (an outcome against
     the swept axis ``x``: by default the Kaplan-Meier fraction recovered to ``threshold``
-    (default 20 M/mL) by ``at`` (hours or a duration; default 12 months, or the shortest
-    follow-up of the points if that is shorter; a point followed for less than ``at`` has
-    no value), else the median of the per-patient outcome ``y``; with a second axis
+    (default 20 M/mL) by ``at`` (hours or a duration; default 12 months, or the longest
+    follow-up of any point if that is shorter; a point whose men all left before ``at``,
+    some without the event, has no value), else the median of the per-patient outcome ``y``; with a second axis
     ``by``, a surface over both, other axes pooled) or 'traces' (the
     patient rows ``patients`` as lines, by default every patient of a file with at most
     six, else the median and 10-90 % band; ``start`` and ``span``, hours or durations

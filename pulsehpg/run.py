@@ -161,8 +161,8 @@ class RunResult:
         for thr in SPERM_THRESHOLDS[1:]:
             key = f"sperm_ge_{thr:g}"
             t, e = self.outcomes[f"days_to_{key}"], self.outcomes[f"event_{key}"]
-            by = [f"{fraction_by(t, e, m * 30.4375):.2f}" if m * 30.4375 <= longest else "-"
-                  for m in months]
+            fr = [fraction_by(t, e, m * 30.4375, follow) for m in months]
+            by = ["-" if np.isnan(x) else f"{x:.2f}" for x in fr]
             lines.append(f"    >= {thr:>4g} M/mL by 6/12/24 months: " + " / ".join(by))
         return "\n".join(lines)
 

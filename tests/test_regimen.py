@@ -652,7 +652,9 @@ time_zero = "recovery"
     assert len(lines) == 3
     for line in lines:
         six, twelve, twentyfour = line.split(":")[1].split(" / ")
-        assert float(six) >= 0.0 and twelve.strip() == "-" and twentyfour.strip() == "-"
+        assert float(six) >= 0.0
+        # past the follow-up only a curve every man completed (it stays at 1) has a value
+        assert twelve.strip() in ("-", "1.00") and twentyfour.strip() in ("-", "1.00")
 
 
 def test_follow_up_ends_where_a_rule_ends_the_regimen():
@@ -682,12 +684,14 @@ time_zero = "recovery"
     assert np.allclose(o["follow_up_days"], 7.0)  # the first weekly visit ends it
     assert np.allclose(o["ended_at_h"] - o["time_zero_h"], 7 * 24.0)
     lines = [x for x in res.summary().splitlines() if "by 6/12/24" in x]
-    assert lines and all(x.split(":")[1].split(" / ")[0].strip() == "-" for x in lines)
+    # no man was seen past day 7: a fraction by 6 months only where all had the event
+    assert lines and all(x.split(":")[1].split(" / ")[0].strip() in ("-", "1.00") for x in lines)
+    assert "follow-up after it 0.2 months" in res.summary()
 
 
 def test_kaplan_meier_conventions():
     """0/1 flags as well as booleans; the median where the fraction reaches 1/2 exactly
-    (1 - prod(1 - d/n) rounds below it); no fraction past the last time observed."""
+    (1 - prod(1 - d/n) rounds below it); no fraction past everyone's follow-up."""
     from pulsehpg.outcomes import fraction_by, kaplan_meier
     from pulsehpg.validation import km_median
 
@@ -698,8 +702,11 @@ def test_kaplan_meier_conventions():
         assert km_median(np.arange(1.0, n + 1), np.ones(n, bool)) == n / 2
     e = np.array([True, True, False, False])
     assert fraction_by(t, e, 4.0) == pytest.approx(0.5)
-    assert np.isnan(fraction_by(t, e, 5.0))  # two men still without it, none seen past 4
-    assert fraction_by(t, np.ones(4, bool), 9.0) == 1.0  # all had it: stays 1
+    follow = np.array([4.0, 4.5, 3.0, 4.0])
+    assert fraction_by(t, e, 4.5, follow) == pytest.approx(0.5)  # one man followed to 4.5
+    assert np.isnan(fraction_by(t, e, 5.0, follow))  # two without it, none followed to 5
+    assert fraction_by(t, e, 5.0) == pytest.approx(0.5)  # no follow-up given: the last value
+    assert fraction_by(t, np.ones(4, bool), 9.0, follow) == 1.0  # all had it: stays 1
 
 
 # --- reproducibility ---------------------------------------------------------------------

@@ -245,7 +245,11 @@ def test_plot_one_line_error_as_a_process(run_file, tmp_path):
     assert proc.stderr.count("\n") == 1 and "no traces" in proc.stderr
 
 
+# 6 months of TRT (sperm suppressed), then off for 6 weeks or 13 months
 SWEEP_FOLLOW_UP = {**SWEEP, "name": "tiny-follow-up",
+                   "scenario": {**SWEEP["scenario"], "phase": [
+                       {**SWEEP["scenario"]["phase"][0], "duration": "26 weeks"},
+                       SWEEP["scenario"]["phase"][1]]},
                    "sweep": {**SWEEP["sweep"], "patients": 4,
                              "axis": [{"name": "phase.off.duration",
                                        "values": ["6 weeks", "13 months"]}]}}
@@ -263,26 +267,33 @@ def test_sweep_figure_has_no_value_past_a_points_follow_up(tmp_path):
     ds = open_results(path)
     axis = "phase.off.duration"
     pp, points = ds["patient_point"].values, ds["point"].values
-    t = ds["days_to_sperm_ge_1"].values
-    e = ds["event_sperm_ge_1"].values.astype(bool)
+    t = ds["days_to_sperm_ge_20"].values
+    e = ds["event_sperm_ge_20"].values.astype(bool)
     order = np.argsort(ds[axis].values)  # 6 weeks, then 13 months
     short, long = (pp == points[order[0]]), (pp == points[order[1]])
+    assert not e[short].all()  # some men of the short point still below 20 M/mL
     assert np.all(ds["follow_up_days"].values[long] == pytest.approx(13 * DAYS_PER_MONTH))
     assert np.all(ds["follow_up_days"].values[short] == pytest.approx(42.0))
 
-    fig = _plot_sweep(ds, "t", 1.0, axis, None, at=12 * DAYS_PER_MONTH)
+    fig = _plot_sweep(ds, "t", 20.0, axis, None, at=12 * DAYS_PER_MONTH)
     (line,) = fig.axes[0].lines
     xs, ys = line.get_data()
     assert list(xs) == sorted(ds[axis].values)
     assert np.isnan(ys[0])
     assert ys[1] == fraction_by(t[long], e[long], 12 * DAYS_PER_MONTH)
-    assert "by 12 months (no value where the follow-up is shorter)" in fig.axes[0].get_title()
+    assert "by 12 months (no value where men left without it before then)" in \
+        fig.axes[0].get_title()
 
-    # by default: by 12 months or the shortest follow-up, here 6 weeks, for every point
-    fig = _plot_sweep(ds, "t", 1.0, axis, None)
+    # by default: by 12 months or the longest follow-up of any point, here 12 months
+    fig = _plot_sweep(ds, "t", 20.0, axis, None)
+    ys2 = fig.axes[0].lines[0].get_data()[1]
+    assert np.isnan(ys2[0]) and ys2[1] == ys[1]
+    assert "by 12 months" in fig.axes[0].get_title()
+    # by 6 weeks, every point has its value
+    fig = _plot_sweep(ds, "t", 20.0, axis, None, at=42.0)
     ys = fig.axes[0].lines[0].get_data()[1]
     assert list(ys) == [fraction_by(t[m], e[m], 42.0) for m in (short, long)]
-    assert "by 1.38 months against" in fig.axes[0].get_title()
+    assert "no value" not in fig.axes[0].get_title()
 
 
 SWEEP2 = {**SWEEP, "name": "tiny-surface",

@@ -153,4 +153,6 @@ def test_sperm_thresholds_are_absolute_and_recovery_needs_a_baseline():
     # undefined for everyone: no fraction, not a fraction of 0
     assert np.isnan(fraction_by(o["days_to_sperm_recovered_20"],
                                 o["event_sperm_recovered_20"], 6 * MONTH))
-    assert fraction_by(t, e, 180.0) > 0 and np.isnan(fraction_by(t, e, 12 * MONTH))  # past the data
+    follow = o["follow_up_days"]
+    assert fraction_by(t, e, 180.0, follow) > 0
+    assert np.isnan(fraction_by(t, e, 12 * MONTH, follow))  # past everyone's follow-up
