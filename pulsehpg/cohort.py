@@ -98,7 +98,8 @@ class Numerics:
             raise ValueError(f"numerics.levels must be 1..{_core.MAX_LEVELS}, got {self.levels}")
         # the registry's ranges of the two speed-ups they set
         if not (1 <= self.burn_in_accel <= 100):
-            raise ValueError(f"numerics.burn_in_accel must be in [1, 100], got {self.burn_in_accel}")
+            raise ValueError("numerics.burn_in_accel must be in [1, 100], got "
+                             f"{self.burn_in_accel}")
         if not (1 <= self.burn_in_reserve_accel <= 10000):
             raise ValueError("numerics.burn_in_reserve_accel must be in [1, 10000], got "
                              f"{self.burn_in_reserve_accel}")

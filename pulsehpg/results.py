@@ -361,13 +361,7 @@ def _sweep_statistic(ds, threshold: float, y: str | None, at: float | None = Non
         # files written before follow_up_days: the last semen analysis is the follow-up
         follow = (np.asarray(ds["follow_up_days"].values, dtype=float)
                   if "follow_up_days" in ds else time)
-        points = np.asarray(ds["point"].values)
-        order = np.argsort(points)
-        per_point = np.full(points.size, -np.inf)  # the longest follow-up of each point
-        np.fmax.at(per_point, order[np.searchsorted(points[order], ds["patient_point"].values)],
-                   follow)
-        per_point = per_point[np.isfinite(per_point)]
-        longest = per_point.max(initial=-np.inf) if per_point.size else np.nan
+        longest = float(np.nanmax(follow)) if np.isfinite(follow).any() else np.nan
         if not longest > 0:
             raise PlotError(f"{tkey} has no follow-up after time zero in any point")
         if at is None:
@@ -567,8 +561,8 @@ def plot(path, kind: str, out, *, threshold: float | None = None, x: str | None 
     the swept axis ``x``: by default the Kaplan-Meier fraction recovered to ``threshold``
     (default 20 M/mL) by ``at`` (hours or a duration; default 12 months, or the longest
     follow-up of any point if that is shorter; a point whose men all left before ``at``,
-    some without the event, has no value), else the median of the per-patient outcome ``y``; with a second axis
-    ``by``, a surface over both, other axes pooled) or 'traces' (the
+    some without the event, has no value), else the median of the per-patient outcome
+    ``y``; with a second axis ``by``, a surface over both, other axes pooled) or 'traces' (the
     patient rows ``patients`` as lines, by default every patient of a file with at most
     six, else the median and 10-90 % band; ``start`` and ``span``, hours or durations
     such as '12 weeks', pick a time window).

@@ -1359,7 +1359,8 @@ def write_report(report: Report, path: Path, *, n=None, seed=None,
     lines = ["# pulsehpg validation report", "",
              (f"Generated {now} by `{command or 'pulsehpg validate'}` with pulsehpg "
              f"{__version__}: "
-             f"{'the cohort size of each file' if n is None else f'{n} patients'} per arm, seed {'of each file' if seed is None else seed}, "
+             f"{'the cohort size of each file' if n is None else f'{n} patients'} per arm, "
+             f"seed {'of each file' if seed is None else seed}, "
              f"{bootstrap} bootstrap resamples of patients for the 95 % intervals (none where "
              f"a quantity is undefined in more than {1 - MIN_DEFINED:.0%} of them); "
              f"{report.seconds:.0f} s."), "",
